@@ -1,0 +1,1 @@
+"""Benchmark drivers and the measurement helpers they share."""

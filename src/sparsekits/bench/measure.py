@@ -1,0 +1,78 @@
+"""Timing and peak memory, measured the way BENCHMARKS.md reports them.
+
+- Time: median of several runs after warm-up (``time_median``).
+- CPU memory: peak RSS of a *fresh* process that runs only the measured work
+  (``run_in_fresh_process``), so nothing earlier in the benchmark inflates it.
+- CUDA memory: ``torch.cuda.max_memory_allocated`` inside that process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+_RESULT_MARK = "__SPARSEKITS_RESULT__"
+
+
+def time_median(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> dict:
+    """Run ``fn`` ``warmup`` times unmeasured, then ``repeats`` times; seconds of each run."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync_cuda()
+        times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "times_s": times}
+
+
+def _sync_cuda() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_in_fresh_process(target: str, timeout: float | None = None, **kwargs) -> dict:
+    """Call ``"package.module:function"(**kwargs)`` in a new Python process.
+
+    The function returns a JSON-serialisable dict; this adds ``peak_rss_mb`` of that process.
+    Raises RuntimeError with the child's stderr tail if it fails.
+    """
+    payload = json.dumps({"target": target, "kwargs": kwargs})
+    proc = subprocess.run(
+        [sys.executable, "-m", "sparsekits.bench.measure", payload],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(_RESULT_MARK):
+            return json.loads(line[len(_RESULT_MARK) :])
+    tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+    raise RuntimeError(f"{target} failed in a fresh process (exit {proc.returncode}):\n{tail}")
+
+
+def _child_main(payload: str) -> None:
+    spec = json.loads(payload)
+    module_name, func_name = spec["target"].split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    result = dict(func(**spec["kwargs"]) or {})
+    result["peak_rss_mb"] = peak_rss_mb()
+    print(_RESULT_MARK + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1])

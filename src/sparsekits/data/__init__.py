@@ -1,0 +1,1 @@
+"""CT data: reading, geometry, sparsification, datasets, phantoms and the preprocessing cache."""

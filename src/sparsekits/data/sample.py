@@ -1,0 +1,66 @@
+"""One stage's sample of one case, as the preprocessing cache hands it to training.
+
+A sample keeps the dense HU crop on the stage grid (augmentation works on HU *before*
+sparsification) and its sparse view (what the network sees without augmentation), with the
+geometry that maps it back to the source image.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sparsekits.fileio import atomic_path
+
+
+@dataclass
+class Sample:
+    case_id: str
+    stage: int
+    roi_index: int  # -1 for stage 1 (the whole scan), else the ROI component (0 = largest)
+    hu: np.ndarray  # int16 [X, Y, Z]: HU on the stage's canonical isotropic grid, cropped
+    affine: np.ndarray  # float64 [4, 4]: voxel -> world (RAS, mm) of ``hu``
+    coords: np.ndarray  # int32 [N, 3]: kept voxels (x, y, z) in ``hu``
+    features: np.ndarray  # float32 [N, 1]: normalised HU of the kept voxels
+    labels: np.ndarray | None = None  # uint8 [X, Y, Z], 0-3
+    regions: np.ndarray | None = None  # bool [N, 3]: region targets of the kept voxels
+    roi_mask: np.ndarray | None = None  # bool [X, Y, Z]: stage 2's dilated ROI component
+    meta: dict = field(default_factory=dict)  # source path/shape/affine, kept fraction, ...
+
+    @property
+    def kept_fraction(self) -> float:
+        return len(self.coords) / max(1, self.hu.size)
+
+
+_ARRAYS = ("hu", "affine", "coords", "features", "labels", "regions", "roi_mask")
+
+
+def save_sample(path: str | Path, sample: Sample) -> Path:
+    """Write ``sample`` as an uncompressed .npz, atomically (temporary name, then rename)."""
+    path = Path(path)
+    arrays = {name: getattr(sample, name) for name in _ARRAYS if getattr(sample, name) is not None}
+    header = {
+        "case_id": sample.case_id,
+        "stage": sample.stage,
+        "roi_index": sample.roi_index,
+        "meta": sample.meta,
+    }
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, header=np.array(json.dumps(header)), **arrays)
+    return path
+
+
+def load_sample(path: str | Path) -> Sample:
+    with np.load(Path(path), allow_pickle=False) as npz:
+        header = json.loads(str(npz["header"]))
+        arrays = {name: (npz[name] if name in npz.files else None) for name in _ARRAYS}
+    return Sample(
+        case_id=header["case_id"],
+        stage=header["stage"],
+        roi_index=header["roi_index"],
+        meta=header["meta"],
+        **arrays,
+    )

@@ -1,0 +1,1 @@
+"""Evaluation by the KiTS23 official rules."""

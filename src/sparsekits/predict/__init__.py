@@ -1,0 +1,1 @@
+"""Two-stage prediction, volume reports and overlays."""

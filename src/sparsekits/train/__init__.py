@@ -1,0 +1,1 @@
+"""Training: losses, folds, the training loop."""
