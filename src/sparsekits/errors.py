@@ -12,3 +12,7 @@ class InputError(ValueError):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+    def __reduce__(self):
+        # Rebuild from (path, problem) so the error survives the trip back from a worker process.
+        return (type(self), (self.path, self.problem))
