@@ -1,0 +1,97 @@
+"""Finding the cases of a dataset folder: KiTS23, nnU-Net raw, or a plain folder of images.
+
+- KiTS23: ``case_XXXXX/imaging.nii.gz`` (+ ``segmentation.nii.gz`` when labelled).
+- nnU-Net raw: ``dataset.json``, ``imagesTr/NAME_0000.nii.gz``, ``labelsTr/NAME.nii.gz``.
+- Plain (for prediction): .nii/.nii.gz files and DICOM series subfolders; also one such file or
+  one DICOM series folder given directly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sparsekits.data.io import is_dicom_file, is_nifti
+from sparsekits.errors import InputError
+
+KITS_IMAGE = "imaging.nii.gz"
+KITS_LABEL = "segmentation.nii.gz"
+NNUNET_CHANNEL = "_0000"
+
+
+@dataclass(frozen=True)
+class Case:
+    case_id: str
+    image: Path  # NIfTI file or DICOM series folder
+    label: Path | None = None
+
+
+def find_cases(path: str | Path) -> list[Case]:
+    """The cases under ``path``, sorted by id, in whichever supported layout it uses."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file or folder")
+    for finder in (_kits23_cases, _nnunet_cases, _plain_cases):
+        cases = finder(path)
+        if cases:
+            return sorted(cases, key=lambda case: case.case_id)
+    raise InputError(
+        path,
+        "no cases found: expected the KiTS23 layout (case_XXXXX/imaging.nii.gz), the nnU-Net "
+        "raw layout (dataset.json, imagesTr/), or NIfTI files / DICOM series folders",
+    )
+
+
+def nifti_stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _kits23_cases(path: Path) -> list[Case]:
+    if not path.is_dir():
+        return []
+    cases = []
+    for folder in path.glob("case_*"):
+        image = folder / KITS_IMAGE
+        if image.is_file():
+            label = folder / KITS_LABEL
+            cases.append(Case(folder.name, image, label if label.is_file() else None))
+    return cases
+
+
+def _nnunet_cases(path: Path) -> list[Case]:
+    images = path / "imagesTr"
+    if not (path / "dataset.json").is_file() or not images.is_dir():
+        return []
+    try:
+        ending = json.loads((path / "dataset.json").read_text()).get("file_ending", ".nii.gz")
+    except (OSError, ValueError) as error:
+        raise InputError(path / "dataset.json", f"unreadable JSON ({error})") from error
+    cases = []
+    for image in images.glob(f"*{NNUNET_CHANNEL}{ending}"):
+        name = image.name[: -len(NNUNET_CHANNEL + ending)]
+        label = path / "labelsTr" / f"{name}{ending}"
+        cases.append(Case(name, image, label if label.is_file() else None))
+    return cases
+
+
+def _plain_cases(path: Path) -> list[Case]:
+    if path.is_file():
+        return [Case(nifti_stem(path), path)] if is_nifti(path) else []
+    if _holds_dicom(path):
+        return [Case(path.name, path)]
+    cases = []
+    for entry in path.iterdir():
+        if entry.is_file() and is_nifti(entry) and not entry.name.startswith("."):
+            cases.append(Case(nifti_stem(entry), entry))
+        elif entry.is_dir() and _holds_dicom(entry):
+            cases.append(Case(entry.name, entry))
+    return cases
+
+
+def _holds_dicom(folder: Path) -> bool:
+    return any(entry.is_file() and is_dicom_file(entry) for entry in folder.iterdir())
