@@ -1,0 +1,104 @@
+"""The network's settings in one typed object, and the named presets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from sparsekits.regions import NUM_REGIONS
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of a ConvNeXt V2 U-Net (METHOD.md, "Network").
+
+    ``widths``/``depths`` give one encoder stage per level (level k works at stride 2**k). The
+    decoder has ``len(widths) - 1`` stages of ``decoder_depth`` blocks, each with its own
+    deep-supervision head; ``forward`` computes only the ``ds_levels`` finest heads.
+    """
+
+    name: str = "custom"
+    in_channels: int = 1
+    out_channels: int = NUM_REGIONS
+    widths: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
+    depths: tuple[int, ...] = (2, 4, 4, 8, 8, 8)
+    decoder_depth: int = 2
+    ds_levels: int = 3
+
+    def __post_init__(self) -> None:
+        # JSON gives lists; the config stays hashable and comparable with tuples.
+        object.__setattr__(self, "widths", tuple(self.widths))
+        object.__setattr__(self, "depths", tuple(self.depths))
+        problems = self.problems()
+        if problems:
+            raise ValueError("invalid model config: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        counts = {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "decoder_depth": self.decoder_depth,
+            "ds_levels": self.ds_levels,
+        }
+        problems = [
+            f"{key} must be a positive int"
+            for key, value in counts.items()
+            if not _positive_int(value)
+        ]
+        if len(self.widths) < 2 or len(self.widths) != len(self.depths):
+            problems.append("widths and depths need the same length, at least 2")
+        if not all(_positive_int(value) for value in self.widths + self.depths):
+            problems.append("widths and depths must be positive ints")
+        if _positive_int(self.ds_levels) and self.ds_levels > len(self.widths) - 1:
+            problems.append(f"ds_levels must be at most {len(self.widths) - 1} (decoder levels)")
+        return problems
+
+    @property
+    def levels(self) -> int:
+        return len(self.widths)
+
+    @property
+    def coarsest_stride(self) -> int:
+        return 2 ** (self.levels - 1)
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values["widths"] = list(self.widths)
+        values["depths"] = list(self.depths)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        """Inverse of ``to_dict``; unknown or missing keys and bad values raise ValueError."""
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(values) - known)
+        missing = sorted(known - set(values))
+        if unknown or missing:
+            raise ValueError(f"model config keys: unknown {unknown}, missing {missing}")
+        config = cls(**values)
+        preset = PRESETS.get(config.name)
+        if config.name != "custom" and preset is None:
+            raise ValueError(f"unknown preset {config.name!r} (known: {sorted(PRESETS)})")
+        if preset is not None and preset != config:
+            raise ValueError(f"model config differs from the {config.name!r} preset it names")
+        return config
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # METHOD.md's network: exactly 27,473,696 parameters.
+    "paper": ModelConfig(name="paper"),
+    # For CPU tests and the demo: coarsest stride 8, about 60 k parameters.
+    "small": ModelConfig(name="small", widths=(8, 16, 32, 64), depths=(1, 1, 2, 2)),
+}
+
+
+def resolve_config(config: ModelConfig | str) -> ModelConfig:
+    """A ``ModelConfig`` as given, or the preset of that name."""
+    if isinstance(config, ModelConfig):
+        return config
+    if config not in PRESETS:
+        raise ValueError(f"unknown preset {config!r} (known: {sorted(PRESETS)})")
+    return PRESETS[config]
