@@ -1,0 +1,340 @@
+"""KiTS23 Dice and Surface Dice, computed as the official scorer does, and stage-1 ROI recall.
+
+The official scorer is ``kits23/evaluation/metrics.py`` of github.com/neheller/kits23 (with
+``kits23/configuration/labels.py`` and ``kits23/evaluation/dice.py``). This module reimplements
+its behaviour, quirks included:
+
+- HECs are built by *exact* label membership: kidney_and_mass = {1, 2, 3}, mass = {2, 3},
+  tumor = {2} (``sparsekits.regions.REGION_LABELS``). Values outside 0-3 belong to no HEC, i.e.
+  they count as background (unlike ``labels > 0``).
+- Per case and HEC: both masks empty -> Dice = SD = 1; exactly one empty -> 0 and 0; otherwise
+  Dice = 2|P & G| / (|P| + |G|) and Surface Dice from DeepMind's ``surface_distance``:
+  ``compute_surface_dice_at_tolerance(compute_surface_distances(gt, pred, spacing), tol)`` with
+  the tolerances of ``HEC_SD_TOLERANCES_MM``.
+- Files are read the SimpleITK way: the array axes are reversed relative to nibabel's (i, j, k)
+  (ITK's ``GetArrayFromImage`` gives (k, j, i)) and the spacing is the header's pixdim, reversed
+  to match. The spacing is pixdim (in mm; ITK scales metre/micron units), *not* the norms of the
+  affine's columns, and it is the *prediction's* spacing that the scorer uses.
+- The scorer evaluates every prediction file in the prediction folder; a ground-truth case
+  without a prediction is not evaluated (and does not lower the mean). A prediction without a
+  ground truth is an error. This module does the same and warns about unpredicted cases.
+- Grids: the scorer itself only warns about spacing differences, but the official submission
+  check (``kits23/check_submission_folder.py``) rejects a shape mismatch or an affine whose
+  summed absolute difference exceeds 1e-3; this module raises ``InputError`` on either.
+- The mean row is the plain mean over cases of each column; the ranking's two figures are the
+  mean Dice and the mean SD over cases and HECs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import multiprocessing
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from surface_distance import compute_surface_dice_at_tolerance, compute_surface_distances
+from tqdm import tqdm
+
+from sparsekits.errors import InputError
+from sparsekits.fileio import write_text_atomic
+from sparsekits.regions import REGION_LABELS, REGION_NAMES
+
+# kits23/configuration/labels.py (determined by kits21/evaluation/compute_tolerances.py).
+HEC_SD_TOLERANCES_MM = {
+    "kidney_and_mass": 1.0330772532390826,
+    "mass": 1.1328796488598762,
+    "tumor": 1.1498198361434828,
+}
+HEC_LABELS = dict(zip(REGION_NAMES, REGION_LABELS, strict=True))
+# Column names of the official evaluation.csv, per HEC.
+_COLUMN_NAMES = {"kidney_and_mass": "kidney", "mass": "masses", "tumor": "tumor"}
+DICE_COLUMNS = tuple(f"Dice_{_COLUMN_NAMES[hec]}" for hec in REGION_NAMES)
+SD_COLUMNS = tuple(f"SD_{_COLUMN_NAMES[hec]}" for hec in REGION_NAMES)
+METRIC_COLUMNS = DICE_COLUMNS + SD_COLUMNS
+ROI_RECALL_COLUMN = "ROI_recall"
+# Affine tolerance of the official submission check: summed absolute difference.
+AFFINE_TOLERANCE = 1e-3
+NIFTI_SUFFIX = ".nii.gz"
+_UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 0.001, "unknown": 1.0}
+
+
+def hec_metrics(
+    pred_mask: np.ndarray, gt_mask: np.ndarray, spacing: Sequence[float], tolerance_mm: float
+) -> tuple[float, float]:
+    """(Dice, Surface Dice) of two boolean masks, with the KiTS23 empty-mask rules."""
+    pred_count = int(np.count_nonzero(pred_mask))
+    gt_count = int(np.count_nonzero(gt_mask))
+    if pred_count == 0 and gt_count == 0:
+        return 1.0, 1.0
+    if pred_count == 0 or gt_count == 0:
+        return 0.0, 0.0
+    dice = 2 * int(np.count_nonzero(pred_mask & gt_mask)) / (pred_count + gt_count)
+    with warnings.catch_warnings():
+        # surface_distance imports from scipy.ndimage's deprecated namespaces: not our concern.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        distances = compute_surface_distances(gt_mask, pred_mask, tuple(map(float, spacing)))
+    return dice, float(compute_surface_dice_at_tolerance(distances, tolerance_mm))
+
+
+def _foreground_box(*label_maps: np.ndarray) -> tuple[slice, ...]:
+    """Bounding box of every voxel in any HEC of any map (the whole grid if there is none).
+
+    ``surface_distance`` crops each mask pair to its own bounding box plus zero padding, so
+    cropping beforehand to a box that holds every HEC voxel changes no result; it only saves
+    building full-size masks.
+    """
+    foreground = np.zeros(label_maps[0].shape, dtype=bool)
+    for labels in label_maps:
+        foreground |= np.isin(labels, REGION_LABELS[0])
+    if not foreground.any():
+        return tuple(slice(0, 0) for _ in foreground.shape)
+    box = []
+    for axis in range(foreground.ndim):
+        other = tuple(a for a in range(foreground.ndim) if a != axis)
+        hits = np.flatnonzero(foreground.any(axis=other))
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
+
+
+def evaluate_case(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
+    """Dice and Surface Dice of the three HECs: {Dice_kidney, ..., SD_tumor}.
+
+    ``pred`` and ``gt`` are label maps on the same grid; ``spacing`` is the voxel size in mm
+    along their axes, in the same order.
+    """
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}")
+    if len(spacing) != gt.ndim:
+        raise ValueError(f"spacing {tuple(spacing)} does not match {gt.ndim} array axes")
+    box = _foreground_box(pred, gt)
+    pred, gt = pred[box], gt[box]
+    row = {}
+    for hec, dice_column, sd_column in zip(REGION_NAMES, DICE_COLUMNS, SD_COLUMNS, strict=True):
+        labels = HEC_LABELS[hec]
+        row[dice_column], row[sd_column] = hec_metrics(
+            np.isin(pred, labels), np.isin(gt, labels), spacing, HEC_SD_TOLERANCES_MM[hec]
+        )
+    return {column: row[column] for column in METRIC_COLUMNS}
+
+
+def roi_recall(roi_mask: np.ndarray, gt_labels: np.ndarray) -> float:
+    """Fraction of ground-truth kidney+mass voxels (labels 1-3) inside the ROI mask (nonzero).
+
+    1.0 when the ground truth has no such voxel: nothing was there to miss.
+    """
+    if roi_mask.shape != gt_labels.shape:
+        raise ValueError(f"ROI mask shape {roi_mask.shape} differs from labels {gt_labels.shape}")
+    target = np.isin(gt_labels, REGION_LABELS[0])
+    total = int(np.count_nonzero(target))
+    if total == 0:
+        return 1.0
+    return int(np.count_nonzero(target & (roi_mask != 0))) / total
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    name: str
+    pred: Path
+    gt: Path
+    roi: Path | None = None
+
+
+@dataclass
+class EvaluationResult:
+    """Per-case rows ({'case': name, column: value}), their mean row, and the ranking figures."""
+
+    rows: list[dict]
+    mean: dict[str, float]
+    output_csv: Path
+    unpredicted: list[str] = field(default_factory=list)  # ground-truth cases with no prediction
+
+    @property
+    def columns(self) -> list[str]:
+        return [column for column in self.mean if column != "case"]
+
+    @property
+    def mean_dice(self) -> float:
+        """The ranking's mean Dice over cases and HECs."""
+        return float(np.mean([self.mean[column] for column in DICE_COLUMNS]))
+
+    @property
+    def mean_sd(self) -> float:
+        """The ranking's mean Surface Dice over cases and HECs."""
+        return float(np.mean([self.mean[column] for column in SD_COLUMNS]))
+
+
+def _case_name(path: Path) -> str:
+    return path.name[: -len(NIFTI_SUFFIX)]
+
+
+def _ground_truth_path(gt_dir: Path, name: str) -> Path | None:
+    """GT_DIR/NAME.nii.gz (flat) or GT_DIR/NAME/segmentation.nii.gz (KiTS23 layout)."""
+    for candidate in (gt_dir / f"{name}{NIFTI_SUFFIX}", gt_dir / name / "segmentation.nii.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _ground_truth_cases(gt_dir: Path) -> set[str]:
+    flat = {_case_name(p) for p in gt_dir.glob(f"*{NIFTI_SUFFIX}") if not p.name.startswith(".")}
+    nested = {p.parent.name for p in gt_dir.glob("*/segmentation.nii.gz")}
+    return flat | nested
+
+
+def match_cases(
+    pred_dir: Path, gt_dir: Path, roi_dir: Path | None = None
+) -> tuple[list[CaseFiles], list[str]]:
+    """Every prediction with its ground truth (and ROI mask), and the unpredicted GT cases."""
+    for folder in (pred_dir, gt_dir, roi_dir):
+        if folder is not None and not folder.is_dir():
+            raise InputError(folder, "is not a folder")
+    # Hidden files are the temporaries of interrupted atomic writes, never predictions.
+    predictions = sorted(
+        p for p in pred_dir.glob(f"*{NIFTI_SUFFIX}") if p.is_file() and not p.name.startswith(".")
+    )
+    if not predictions:
+        raise InputError(pred_dir, f"holds no {NIFTI_SUFFIX} predictions")
+    cases = []
+    for pred in predictions:
+        name = _case_name(pred)
+        gt = _ground_truth_path(gt_dir, name)
+        if gt is None:
+            raise InputError(pred, f"no ground truth {name}{NIFTI_SUFFIX} or {name}/ in {gt_dir}")
+        roi = None
+        if roi_dir is not None:
+            roi = roi_dir / f"{name}{NIFTI_SUFFIX}"
+            if not roi.is_file():
+                raise InputError(roi, "ROI mask missing for this prediction")
+        cases.append(CaseFiles(name, pred, gt, roi))
+    unpredicted = sorted(_ground_truth_cases(gt_dir) - {case.name for case in cases})
+    return cases, unpredicted
+
+
+def _spacing_mm(image: nib.Nifti1Image) -> tuple[float, ...]:
+    """pixdim of the three spatial axes in mm, as ITK reads it (unit scaling included)."""
+    unit = image.header.get_xyzt_units()[0]
+    scale = _UNIT_TO_MM.get(unit, 1.0)
+    return tuple(float(zoom) * scale for zoom in image.header.get_zooms()[:3])
+
+
+def _read_label_map(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """(array in ITK axis order, nibabel affine, spacing in ITK axis order)."""
+    try:
+        image = nib.load(path)
+        data = np.asanyarray(image.dataobj)
+    except Exception as error:  # nibabel raises many types for unreadable files
+        raise InputError(path, f"cannot read NIfTI ({error})") from error
+    if data.ndim != 3:
+        raise InputError(path, f"expected a 3D label map, got shape {data.shape}")
+    return data.T, image.affine, _spacing_mm(image)[::-1]
+
+
+def _check_same_grid(path: Path, shape, affine, gt_path: Path, gt_shape, gt_affine) -> None:
+    # Shapes are reported in nibabel's (i, j, k) order, as the files' headers state them.
+    if shape != gt_shape:
+        raise InputError(path, f"shape {shape[::-1]} differs from {gt_path} {gt_shape[::-1]}")
+    if np.abs(affine - gt_affine).sum() > AFFINE_TOLERANCE:
+        raise InputError(path, f"affine differs from {gt_path}")
+
+
+def evaluate_case_files(case: CaseFiles) -> dict:
+    """One CSV row of a case: {'case': name, metrics..., [ROI_recall]}. Runs in a worker."""
+    pred, pred_affine, pred_spacing = _read_label_map(case.pred)
+    gt, gt_affine, _ = _read_label_map(case.gt)
+    _check_same_grid(case.pred, pred.shape, pred_affine, case.gt, gt.shape, gt_affine)
+    row = {"case": case.name, **evaluate_case(pred, gt, pred_spacing)}
+    if case.roi is not None:
+        roi, roi_affine, _ = _read_label_map(case.roi)
+        _check_same_grid(case.roi, roi.shape, roi_affine, case.gt, gt.shape, gt_affine)
+        row[ROI_RECALL_COLUMN] = roi_recall(roi, gt)
+    return row
+
+
+def _run_cases(cases: list[CaseFiles], workers: int) -> list[dict]:
+    """Rows in the order of ``cases``; a spawn pool when more than one worker."""
+    progress = tqdm(total=len(cases), desc="evaluate", unit="case")
+    rows: list[dict | None] = [None] * len(cases)
+    with progress:
+        if workers <= 1:
+            for index, case in enumerate(cases):
+                rows[index] = evaluate_case_files(case)
+                progress.update()
+            return rows
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = {pool.submit(evaluate_case_files, case): i for i, case in enumerate(cases)}
+            for future in as_completed(futures):
+                rows[futures[future]] = future.result()
+                progress.update()
+    return rows
+
+
+def mean_row(rows: list[dict]) -> dict:
+    columns = [column for column in rows[0] if column != "case"]
+    return {"case": "mean", **{c: float(np.mean([row[c] for row in rows])) for c in columns}}
+
+
+def format_csv(rows: list[dict], mean: dict) -> str:
+    """The official evaluation.csv layout (8 decimals), with a 'case' column and a 'mean' row."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    columns = list(mean)
+    writer.writerow(columns)
+    for row in [*rows, mean]:
+        writer.writerow([row["case"], *(f"{row[c]:.8f}" for c in columns[1:])])
+    return buffer.getvalue()
+
+
+def format_summary(result: EvaluationResult) -> str:
+    """A compact table: the mean of each HEC's Dice and SD, and the ranking's two means."""
+    lines = [f"{'HEC':<16}{'Dice':>8}{'SD':>8}"]
+    for hec, dice_column, sd_column in zip(REGION_NAMES, DICE_COLUMNS, SD_COLUMNS, strict=True):
+        lines.append(f"{hec:<16}{result.mean[dice_column]:>8.4f}{result.mean[sd_column]:>8.4f}")
+    lines.append(f"{'mean':<16}{result.mean_dice:>8.4f}{result.mean_sd:>8.4f}")
+    if ROI_RECALL_COLUMN in result.mean:
+        worst = min(row[ROI_RECALL_COLUMN] for row in result.rows)
+        lines.append(
+            f"stage-1 ROI recall: mean {result.mean[ROI_RECALL_COLUMN]:.4f}, worst {worst:.4f}"
+        )
+    lines.append(f"{len(result.rows)} cases -> {result.output_csv}")
+    return "\n".join(lines)
+
+
+def evaluate_folders(
+    pred_dir: str | Path,
+    gt_dir: str | Path,
+    output_csv: str | Path = "evaluation.csv",
+    roi_dir: str | Path | None = None,
+    workers: int | None = None,
+) -> EvaluationResult:
+    """Evaluate every PRED_DIR/NAME.nii.gz against its ground truth; write the CSV; print a summary.
+
+    ``workers`` defaults to the number of usable CPU cores (capped at the number of cases).
+    """
+    cases, unpredicted = match_cases(
+        Path(pred_dir), Path(gt_dir), Path(roi_dir) if roi_dir is not None else None
+    )
+    if unpredicted:
+        shown = ", ".join(unpredicted[:5]) + (", ..." if len(unpredicted) > 5 else "")
+        print(
+            f"warning: {len(unpredicted)} ground-truth case(s) have no prediction and are not "
+            f"evaluated (as the official scorer does): {shown}",
+            file=sys.stderr,
+        )
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    rows = _run_cases(cases, max(1, min(workers, len(cases))))
+    mean = mean_row(rows)
+    output_csv = Path(output_csv)
+    write_text_atomic(output_csv, format_csv(rows, mean))
+    result = EvaluationResult(rows, mean, output_csv, unpredicted)
+    print(format_summary(result))
+    return result
