@@ -95,7 +95,7 @@ def _grouped_weight_grad(
         rows = nbr[start : start + step]
         m = len(rows)
         cols = padded.index_select(0, rows.reshape(-1)).view(m, k, groups, cin_g)
-        cols = cols.permute(2, 3, 1, 0).reshape(groups, k * cin_g, m)  # [G, K*Cin_g, m]
+        cols = cols.permute(2, 1, 3, 0).reshape(groups, k * cin_g, m)  # [G, K*Cin_g, m]
         g = grad_out[start : start + step].view(m, groups, cout_g).transpose(0, 1)
         grad.baddbmm_(cols, g)
     return grad
