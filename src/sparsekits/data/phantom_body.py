@@ -1,0 +1,525 @@
+"""The body of a synthetic abdominal CT, built around a kidney label map (used by ``phantoms``).
+
+Everything here works on arrays in RAS layout (axes x -> patient right, y -> anterior,
+z -> superior) with millimetre positions measured from voxel 0's centre. The body is painted as
+tissue classes on a coarse *work grid* (cheap even under a 611 x 512 x 512 target), turned into HU
+(per-case tissue means, smooth texture, blur, correlated noise) and linearly upsampled onto the
+target grid chunk by chunk, straight into the int16 output. Kidneys, tumours and cysts are then
+painted at full resolution in boxes around the labels (with the same noise field), so the HU
+agree with the labels voxel for voxel.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+import scipy.ndimage as ndi
+
+# Output rows (along x) upsampled at a time: bounds the float32 temporaries to a few tens of MB.
+_UPSAMPLE_CHUNK_ROWS = 16
+HU_MIN, HU_MAX = -1024, 3071
+
+
+class T(IntEnum):
+    """Tissue classes of the body on the work grid."""
+
+    AIR = 0
+    FAT = 1
+    VISCERAL_FAT = 2
+    MUSCLE = 3
+    LIVER = 4
+    SPLEEN = 5
+    GALLBLADDER = 6
+    STOMACH_FLUID = 7
+    BOWEL_WALL = 8
+    BOWEL_FLUID = 9
+    STOOL = 10
+    GAS = 11
+    LUNG = 12
+    CANCELLOUS = 13
+    CORTICAL = 14
+    DISC = 15
+    CSF = 16
+    AORTA = 17
+    IVC = 18
+    PERIRENAL_FAT = 19
+
+
+@dataclass(frozen=True)
+class Tissue:
+    hu: float  # typical mean HU
+    case_jitter: float  # std of the per-case mean around ``hu``
+    texture: float  # amplitude (HU) of the smooth within-tissue texture
+
+
+# Contrast-enhanced (nephrographic-like) abdominal CT; liver, spleen and muscle sit inside the
+# stage-1 window [-53.4, 283.2] like the kidneys, so kidneys must be told apart by appearance.
+TISSUES: dict[T, Tissue] = {
+    T.AIR: Tissue(-1000, 0, 0),
+    T.FAT: Tissue(-100, 8, 6),
+    T.VISCERAL_FAT: Tissue(-95, 8, 10),
+    T.MUSCLE: Tissue(50, 5, 6),
+    T.LIVER: Tissue(62, 6, 5),
+    T.SPLEEN: Tissue(58, 6, 5),
+    T.GALLBLADDER: Tissue(10, 4, 2),
+    T.STOMACH_FLUID: Tissue(15, 5, 4),
+    T.BOWEL_WALL: Tissue(45, 6, 8),
+    T.BOWEL_FLUID: Tissue(22, 8, 10),
+    T.STOOL: Tissue(-60, 20, 90),
+    T.GAS: Tissue(-985, 5, 10),
+    T.LUNG: Tissue(-850, 20, 40),
+    T.CANCELLOUS: Tissue(280, 30, 40),
+    T.CORTICAL: Tissue(850, 80, 60),
+    T.DISC: Tissue(85, 8, 6),
+    T.CSF: Tissue(12, 4, 2),
+    T.AORTA: Tissue(160, 15, 4),
+    T.IVC: Tissue(120, 12, 6),
+    T.PERIRENAL_FAT: Tissue(-90, 6, 8),
+}
+
+
+@dataclass(frozen=True)
+class BodyConfig:
+    """Imaging and tissue settings of the body (shared by every phantom path)."""
+
+    work_spacing_mm: float = 1.5  # the body is painted no finer than this, then upsampled
+    texture_correlation_mm: float = 6.0
+    blur_mm: float = 0.8  # in-plane point-spread sigma; along z at least 0.4 x slice spacing
+    noise_std_hu: tuple[float, float] = (10.0, 20.0)  # per-case noise level, drawn uniformly
+    noise_sigma_vox: float = 0.8  # correlation of the noise on the work grid
+    perirenal_fat_mm: tuple[float, float] = (4.0, 10.0)
+    cortex_hu: tuple[float, float] = (168.0, 192.0)
+    medulla_hu: tuple[float, float] = (100.0, 130.0)
+    cortex_mm: tuple[float, float] = (4.0, 7.0)
+    tumour_hu: tuple[float, float] = (60.0, 120.0)  # per-case base, before texture
+    tumour_texture_hu: float = 22.0
+    tumour_hu_limits: tuple[float, float] = (40.0, 150.0)
+    cyst_hu: tuple[float, float] = (3.0, 17.0)
+    tissues: dict[T, Tissue] = field(default_factory=lambda: dict(TISSUES))
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """Where the body sits on the grid (mm from voxel 0, RAS layout) and how big it is."""
+
+    midline_x: float
+    spine_y: float  # centre of the vertebral bodies
+    kidney_z: float  # craniocaudal level of the kidney centres
+    half_width: float  # body outline half-axes (mm)
+    half_depth: float
+    spine_to_back: float  # vertebral centre to the posterior skin (mm)
+    fat_mm: float  # subcutaneous fat thickness
+    wall_mm: float  # abdominal wall muscle thickness
+
+    @property
+    def body_centre_y(self) -> float:
+        """Of the body outline, relative to the spine."""
+        return self.half_depth - self.spine_to_back
+
+
+def draw_anatomy(rng: np.random.Generator, midline_x, spine_y, kidney_z) -> Anatomy:
+    """A body of plausible, varied size around the given anchors (mm)."""
+    return Anatomy(
+        midline_x=float(midline_x),
+        spine_y=float(spine_y),
+        kidney_z=float(kidney_z),
+        half_width=float(rng.uniform(128, 158)),
+        half_depth=float(rng.uniform(92, 118)),
+        spine_to_back=float(rng.uniform(62, 82)),
+        fat_mm=float(rng.uniform(10, 32)),
+        wall_mm=float(rng.uniform(8, 13)),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Resampling and random fields
+
+
+def linear_weights(n_out: int, out_spacing: float, n_in: int, in_spacing: float):
+    """Per output index: the lower input index and the weight of the upper one (same origin)."""
+    position = np.arange(n_out, dtype=np.float64) * (out_spacing / in_spacing)
+    lower = np.clip(np.floor(position).astype(np.int64), 0, max(n_in - 2, 0))
+    weight = np.clip(position - lower, 0.0, 1.0).astype(np.float32)
+    return lower, weight
+
+
+def upsample(array: np.ndarray, weights: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Separable linear interpolation: ``weights[k]`` from ``linear_weights`` for axis k."""
+    out = array
+    for axis, (lower, weight) in enumerate(weights):
+        upper = np.minimum(lower + 1, array.shape[axis] - 1)
+        w = weight.reshape([-1 if k == axis else 1 for k in range(array.ndim)])
+        low = out.take(lower, axis=axis)
+        out = low + (out.take(upper, axis=axis) - low) * w
+    return out
+
+
+def smooth_field(shape, spacing, correlation_mm: float, rng: np.random.Generator) -> np.ndarray:
+    """A smooth random float32 field of about unit std: coarse white noise, upsampled."""
+    coarse_shape = [
+        int(np.ceil((n - 1) * s / correlation_mm)) + 2 for n, s in zip(shape, spacing, strict=True)
+    ]
+    coarse = rng.standard_normal(coarse_shape, dtype=np.float32)
+    weights = [
+        linear_weights(n, s, m, correlation_mm)
+        for n, s, m in zip(shape, spacing, coarse_shape, strict=True)
+    ]
+    # Linear interpolation of unit white noise has std between 1/sqrt(8)^... and 1: rescale.
+    return upsample(coarse, weights) / np.float32(0.55)
+
+
+# ---------------------------------------------------------------------------------------------
+# The body on the work grid
+
+
+class Canvas:
+    """Tissue classes on a grid, painted with analytic shapes in body coordinates (mm).
+
+    Body coordinates: u = x - midline (positive = patient right), v = y - spine (positive =
+    anterior), w = z - kidney level (positive = superior).
+    """
+
+    def __init__(self, shape, spacing, anatomy: Anatomy):
+        self.tissue = np.full(shape, T.AIR, dtype=np.uint8)
+        self.spacing = tuple(float(s) for s in spacing)
+        anchors = (anatomy.midline_x, anatomy.spine_y, anatomy.kidney_z)
+        self.axes = [
+            (np.arange(n, dtype=np.float32) * np.float32(s) - np.float32(a))
+            for n, s, a in zip(shape, self.spacing, anchors, strict=True)
+        ]
+
+    def region(self, lo, hi):
+        """Slices of the voxels with body coordinates in [lo, hi] and their (u, v, w) ogrid."""
+        slices = []
+        for axis, (a, b) in zip(self.axes, zip(lo, hi, strict=True), strict=True):
+            i0, i1 = np.searchsorted(axis, a, "left"), np.searchsorted(axis, b, "right")
+            if i1 <= i0:
+                return None
+            slices.append(slice(int(i0), int(i1)))
+        u = self.axes[0][slices[0]][:, None, None]
+        v = self.axes[1][slices[1]][None, :, None]
+        w = self.axes[2][slices[2]][None, None, :]
+        return tuple(slices), u, v, w
+
+    def paint(self, tissue: T, slices, mask, only_on=None) -> None:
+        view = self.tissue[slices]
+        mask = np.broadcast_to(mask, view.shape)
+        if only_on is not None:
+            mask = mask & np.isin(view, np.asarray(only_on, dtype=np.uint8))
+        view[mask] = tissue
+
+    def ellipsoid(self, tissue: T, centre, radii, only_on=None) -> None:
+        centre, radii = np.asarray(centre, np.float32), np.asarray(radii, np.float32)
+        found = self.region(centre - radii, centre + radii)
+        if found is None:
+            return
+        slices, u, v, w = found
+        d = ((u - centre[0]) / radii[0]) ** 2 + ((v - centre[1]) / radii[1]) ** 2
+        self.paint(tissue, slices, d + ((w - centre[2]) / radii[2]) ** 2 <= 1, only_on)
+
+    def column(self, tissue: T, centre_uv, radii_uv, w_range, only_on=None) -> None:
+        """An elliptic cylinder along z."""
+        (cu, cv), (ru, rv) = centre_uv, radii_uv
+        found = self.region((cu - ru, cv - rv, w_range[0]), (cu + ru, cv + rv, w_range[1]))
+        if found is None:
+            return
+        slices, u, v, _ = found
+        self.paint(tissue, slices, ((u - cu) / ru) ** 2 + ((v - cv) / rv) ** 2 <= 1, only_on)
+
+    def tube(self, tissue: T, points, radius: float, only_on=None) -> None:
+        """Spheres along a polyline (bowel loops, colon)."""
+        points = np.asarray(points, np.float32)
+        for start, end in itertools.pairwise(points):
+            steps = max(1, int(np.linalg.norm(end - start) / (radius * 0.5)))
+            for t in np.linspace(0.0, 1.0, steps, endpoint=False):
+                self.ellipsoid(tissue, start + (end - start) * t, (radius,) * 3, only_on)
+        self.ellipsoid(tissue, points[-1], (radius,) * 3, only_on)
+
+
+def paint_body(canvas: Canvas, anatomy: Anatomy, rng: np.random.Generator) -> None:
+    """Outline, fat, muscles, organs, bowel, vessels and bones, in painting order."""
+    _paint_outline(canvas, anatomy)
+    _paint_lungs(canvas, rng)
+    _paint_muscles(canvas, rng)
+    _paint_organs(canvas, rng)
+    _paint_bowel(canvas, rng)
+    _paint_vessels(canvas, rng)
+    _paint_spine(canvas, rng)
+    _paint_ribs(canvas, anatomy, rng)
+
+
+_SOFT = (T.VISCERAL_FAT, T.LUNG)
+
+
+def _superellipse(u, v, half_width, half_depth, centre_v):
+    """Body-outline 'radius' (<= 1 inside): flatter at the back, where the patient lies."""
+    du = np.abs(u / half_width)
+    dv_raw = (v - centre_v) / half_depth
+    power = np.where(dv_raw < 0, np.float32(3.2), np.float32(2.2))
+    return (du**power + np.abs(dv_raw) ** power) ** (1 / power)
+
+
+def _outline_2d(canvas: Canvas, anatomy: Anatomy, inset_mm: float) -> np.ndarray:
+    u = canvas.axes[0][:, None]
+    v = canvas.axes[1][None, :]
+    f = _superellipse(
+        u, v, anatomy.half_width - inset_mm, anatomy.half_depth - inset_mm, anatomy.body_centre_y
+    )
+    return f <= 1
+
+
+def _paint_outline(canvas: Canvas, anatomy: Anatomy) -> None:
+    layers = (
+        (T.FAT, 0.0),
+        (T.MUSCLE, anatomy.fat_mm),
+        (T.VISCERAL_FAT, anatomy.fat_mm + anatomy.wall_mm),
+    )
+    for tissue, inset in layers:
+        canvas.tissue[_outline_2d(canvas, anatomy, inset)] = tissue
+
+
+def _paint_lungs(canvas: Canvas, rng: np.random.Generator) -> None:
+    """Lung bases above a dome that is lower at the back; organs painted later carve it."""
+    base = rng.uniform(85, 120)
+    found = canvas.region((-1e4, -1e4, base - 60), (1e4, 1e4, 1e4))
+    if found is None:
+        return
+    slices, u, v, w = found
+    floor = base + 0.002 * u**2 + 0.3 * v
+    canvas.paint(T.LUNG, slices, (w > floor) & (np.abs(u) > 35), only_on=(T.VISCERAL_FAT,))
+
+
+def _paint_muscles(canvas: Canvas, rng: np.random.Generator) -> None:
+    inside = (T.VISCERAL_FAT, T.MUSCLE, T.FAT, T.LUNG)
+    for side in (-1, 1):
+        # erector spinae, behind the transverse processes
+        canvas.column(T.MUSCLE, (side * 38, -52), (25, 22), (-1e4, 1e4), only_on=inside)
+        # quadratus lumborum, behind the kidneys
+        canvas.column(T.MUSCLE, (side * 68, -34), (20, 9), (-140, 45), only_on=inside)
+        _paint_psoas(canvas, side, rng.uniform(18, 26))
+
+
+def _paint_psoas(canvas: Canvas, side: int, max_radius: float) -> None:
+    """Grows from nothing near the upper kidney pole to its full size in the pelvis."""
+    found = canvas.region((side * 30 - 60, -30, -1e4), (side * 30 + 60, 40, 50))
+    if found is None:
+        return
+    slices, u, v, w = found
+    radius = np.clip((45 - w) * 0.2, 0, max_radius)
+    centre_u = side * (24 + radius)
+    canvas.paint(T.MUSCLE, slices, (u - centre_u) ** 2 + (v - 4) ** 2 <= radius**2, _SOFT)
+
+
+def _paint_organs(canvas: Canvas, rng: np.random.Generator) -> None:
+    j = rng.uniform(-8, 8, size=8)
+    canvas.ellipsoid(T.LIVER, (70 + j[0], 18, 78 + j[1]), (78, 85, 88 + j[2]), _SOFT)
+    canvas.ellipsoid(T.LIVER, (-12, 58, 100 + j[3]), (58, 35, 42), _SOFT)
+    if rng.random() < 0.6:
+        canvas.ellipsoid(T.GALLBLADDER, (48, 50, 32 + j[4]), (14, 14, 28), (T.LIVER, *_SOFT))
+    canvas.ellipsoid(T.SPLEEN, (-95, -22, 72 + j[5]), (30, 50, 52), _SOFT)
+    stomach_centre, stomach_radii = np.array((-45, 55, 90 + j[6])), np.array((45, 33, 45))
+    canvas.ellipsoid(T.BOWEL_WALL, stomach_centre, stomach_radii, _SOFT)
+    canvas.ellipsoid(T.STOMACH_FLUID, stomach_centre, stomach_radii - 4, (T.BOWEL_WALL,))
+    # gas rises to the anterior side of a supine patient
+    gas_centre = stomach_centre + np.array((0, stomach_radii[1] * 0.8, 0))
+    canvas.ellipsoid(T.GAS, gas_centre, stomach_radii * (0.7, 0.35, 0.7), (T.STOMACH_FLUID,))
+
+
+def _paint_bowel(canvas: Canvas, rng: np.random.Generator) -> None:
+    colon = np.array(
+        [(95, 5, -140), (98, 10, 35), (55, 62, 42), (-55, 62, 48), (-95, 0, 58), (-95, 0, -140)],
+        np.float32,
+    ) + rng.uniform(-6, 6, size=(6, 3)).astype(np.float32)
+    radius = rng.uniform(16, 22)
+    canvas.tube(T.BOWEL_WALL, colon, radius, only_on=(T.VISCERAL_FAT,))
+    canvas.tube(T.STOOL, colon, radius - 3, only_on=(T.BOWEL_WALL,))
+    for _ in range(int(rng.integers(3, 8))):
+        point = colon[int(rng.integers(0, len(colon)))] + rng.uniform(-10, 10, 3)
+        canvas.ellipsoid(T.GAS, point, (radius * 0.6,) * 3, only_on=(T.STOOL,))
+    for _ in range(int(rng.integers(3, 6))):  # small-bowel loops: random walks, anterior
+        point = rng.uniform((-70, 15, -140), (70, 80, 20))
+        walk = [point]
+        for _ in range(8):
+            point = np.clip(point + rng.normal(0, 22, 3), (-90, 5, -160), (90, 95, 30))
+            walk.append(point)
+        loop_radius = rng.uniform(9, 14)
+        canvas.tube(T.BOWEL_WALL, walk, loop_radius, only_on=(T.VISCERAL_FAT,))
+        canvas.tube(T.BOWEL_FLUID, walk, loop_radius - 2.5, only_on=(T.BOWEL_WALL,))
+        if rng.random() < 0.5:
+            gas_at = walk[int(rng.integers(0, len(walk)))] + (0, loop_radius * 0.4, 0)
+            canvas.ellipsoid(T.GAS, gas_at, (loop_radius * 0.6,) * 3, (T.BOWEL_FLUID,))
+
+
+def _paint_vessels(canvas: Canvas, rng: np.random.Generator) -> None:
+    not_bone = (T.VISCERAL_FAT, T.MUSCLE, T.BOWEL_WALL, T.BOWEL_FLUID, T.STOOL, T.LIVER)
+    canvas.column(T.AORTA, (-16, 30), (rng.uniform(9, 13),) * 2, (-95, 1e4), not_bone)
+    canvas.column(T.IVC, (23, 32), (13, 9), (-95, 1e4), not_bone)
+
+
+def _paint_spine(canvas: Canvas, rng: np.random.Generator) -> None:
+    """Vertebral bodies with a cortical rim and discs, canal, laminae and processes."""
+    found = canvas.region((-60, -80, -1e4), (60, 25, 1e4))
+    if found is None:
+        return
+    slices, u, v, w = found
+    period, disc = rng.uniform(32, 38), rng.uniform(6, 9)
+    phase = np.mod(w - rng.uniform(0, period), period)
+    in_disc, mid_vertebra = phase < disc, np.abs(phase - (disc + period) / 2) < 8
+    body = (u / 21) ** 2 + (v / 17) ** 2
+    canal = (u / 9) ** 2 + ((v + 29) / 8) ** 2
+    ring = (u / 15) ** 2 + ((v + 29) / 14) ** 2
+    spinous = (np.abs(u) < 4) & (v < -38) & (v > -72)
+    transverse = (np.abs(u) > 12) & (np.abs(u) < 52) & (np.abs(v + 24) < 5)
+    posterior = ((ring <= 1) & (v < -29) | spinous | transverse) & mid_vertebra
+    canvas.paint(T.CORTICAL, slices, ((body <= 1) & ~in_disc) | posterior)
+    canvas.paint(T.CANCELLOUS, slices, (body <= 0.72) & ~in_disc)
+    canvas.paint(T.DISC, slices, (body <= 1) & in_disc)
+    canvas.paint(T.CSF, slices, canal <= 1)
+
+
+def _paint_ribs(canvas: Canvas, anatomy: Anatomy, rng: np.random.Generator) -> None:
+    """Rib arcs in the body wall, sloping down towards the front, from mid-kidney upwards."""
+    found = canvas.region((-1e4, -1e4, -40), (1e4, 1e4, 1e4))
+    if found is None:
+        return
+    slices, u, v, w = found
+    u2, v2 = u[:, :, 0], v[:, :, 0]
+    inset = anatomy.fat_mm + anatomy.wall_mm * 0.5
+    f = _superellipse(
+        u2,
+        v2,
+        anatomy.half_width - inset,
+        anatomy.half_depth - inset,
+        anatomy.body_centre_y,
+    )
+    arc = np.abs(f - 1) * min(anatomy.half_width, anatomy.half_depth) < 5
+    angle = np.arctan2(v2 - anatomy.body_centre_y, np.abs(u2))  # -pi/2 back .. pi/2 front
+    drop = (angle + np.pi / 2) * 14  # mm lower at the front
+    first = rng.uniform(-35, -15)
+    for level in np.arange(first, w.max() + 40, rng.uniform(22, 27)):
+        reach = -0.6 + (level + 30) / 80  # lower ribs stop at the side, upper ones go round
+        mask2d = arc & (angle < reach)
+        rib = mask2d[:, :, None] & (np.abs(w - (level - drop[:, :, None])) < 4.5)
+        canvas.paint(T.CORTICAL, slices, rib, only_on=(T.MUSCLE, T.FAT, T.VISCERAL_FAT, T.LUNG))
+
+
+def tissue_means(config: BodyConfig, rng: np.random.Generator) -> np.ndarray:
+    """This case's mean HU of each tissue class (indexable by ``T``)."""
+    means = np.zeros(max(T) + 1, np.float32)
+    for tissue, spec in config.tissues.items():
+        means[tissue] = spec.hu + spec.case_jitter * rng.standard_normal()
+    return means
+
+
+def body_hu(canvas: Canvas, means: np.ndarray, config: BodyConfig, rng) -> np.ndarray:
+    """Tissue means plus smooth texture, blurred (noise is added separately)."""
+    texture = np.zeros(max(T) + 1, np.float32)
+    for tissue, spec in config.tissues.items():
+        texture[tissue] = spec.texture
+    field_ = smooth_field(canvas.tissue.shape, canvas.spacing, config.texture_correlation_mm, rng)
+    hu = means[canvas.tissue] + texture[canvas.tissue] * field_
+    return ndi.gaussian_filter(hu, blur_sigma_vox(canvas.spacing, config), truncate=3.0)
+
+
+def blur_sigma_vox(spacing, config: BodyConfig) -> tuple[float, ...]:
+    in_plane = config.blur_mm
+    along_z = max(config.blur_mm, 0.4 * spacing[2])
+    return tuple(s_mm / s for s_mm, s in zip((in_plane, in_plane, along_z), spacing, strict=True))
+
+
+def correlated_noise(shape, config: BodyConfig, std_hu: float, rng) -> np.ndarray:
+    noise = ndi.gaussian_filter(
+        rng.standard_normal(shape, dtype=np.float32), config.noise_sigma_vox
+    )
+    return noise * np.float32(std_hu / max(float(noise.std()), 1e-6))
+
+
+def upsample_into(out: np.ndarray, work: np.ndarray, weights) -> None:
+    """``out`` (int16, maybe a strided view) = rounded, clipped linear upsampling of ``work``."""
+    lower0, weight0 = weights[0]
+    for start in range(0, out.shape[0], _UPSAMPLE_CHUNK_ROWS):
+        rows = slice(start, start + _UPSAMPLE_CHUNK_ROWS)
+        chunk = upsample(work, [(lower0[rows], weight0[rows]), *weights[1:]])
+        out[rows] = to_int16(chunk)
+
+
+def to_int16(hu: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(hu), HU_MIN, HU_MAX).astype(np.int16)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kidneys, tumours and cysts at full resolution
+
+
+@dataclass(frozen=True)
+class KidneyLook:
+    """Per-case HU of the labelled structures."""
+
+    cortex_hu: float
+    medulla_hu: float
+    cortex_mm: float
+    perirenal_fat_mm: float
+    tumour_hu: float
+    necrotic: bool
+    cyst_hu: float
+
+    @classmethod
+    def draw(cls, config: BodyConfig, rng: np.random.Generator) -> KidneyLook:
+        return cls(
+            cortex_hu=float(rng.uniform(*config.cortex_hu)),
+            medulla_hu=float(rng.uniform(*config.medulla_hu)),
+            cortex_mm=float(rng.uniform(*config.cortex_mm)),
+            perirenal_fat_mm=float(rng.uniform(*config.perirenal_fat_mm)),
+            tumour_hu=float(rng.uniform(*config.tumour_hu)),
+            necrotic=bool(rng.random() < 0.4),
+            cyst_hu=float(rng.uniform(*config.cyst_hu)),
+        )
+
+
+def kidney_anatomy_hu(
+    labels: np.ndarray,
+    spacing,
+    look: KidneyLook,
+    fat_hu: float,
+    config: BodyConfig,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Noise-free, blurred HU of a box around labels, and the mask of voxels it decides.
+
+    Cortex is the parenchyma within ``cortex_mm`` of the kidney's outer surface; deeper
+    parenchyma is medulla, lobulated by a smooth field (pyramids with columns between).
+    Everything unlabelled in the box is perirenal fat; the decided region is the labels plus a
+    fat shell of ``perirenal_fat_mm``.
+    """
+    spacing = tuple(float(s) for s in spacing)
+    labelled = labels > 0
+    depth = ndi.distance_transform_edt(labelled, sampling=spacing).astype(np.float32)
+    lobules = smooth_field(labels.shape, spacing, 7.0, rng)
+    hu = np.full(labels.shape, fat_hu, np.float32)
+    kidney = labels == 1
+    medulla = kidney & (depth > look.cortex_mm + 2.5 * lobules)
+    hu[kidney] = look.cortex_hu
+    hu[medulla] = look.medulla_hu
+    _paint_tumour(hu, labels == 2, spacing, look, config, rng)
+    hu[labels == 3] = look.cyst_hu
+    fat_texture = config.tissues[T.PERIRENAL_FAT].texture
+    hu += fat_texture * smooth_field(labels.shape, spacing, 6.0, rng) * ~labelled
+    hu = ndi.gaussian_filter(hu, blur_sigma_vox(spacing, config), truncate=3.0)
+    outside = ndi.distance_transform_edt(~labelled, sampling=spacing)
+    return hu, outside <= look.perirenal_fat_mm
+
+
+def _paint_tumour(hu, tumour, spacing, look: KidneyLook, config: BodyConfig, rng) -> None:
+    """Heterogeneous enhancement, optionally a hypo-enhancing (necrotic) core."""
+    if not tumour.any():
+        return
+    texture = smooth_field(tumour.shape, spacing, 4.0, rng) * config.tumour_texture_hu
+    values = look.tumour_hu + texture
+    if look.necrotic:
+        depth = ndi.distance_transform_edt(tumour, sampling=spacing)
+        core = depth > 0.55 * depth.max()
+        values = np.where(core, values - 35, values + 10)
+    hu[tumour] = np.clip(values, *config.tumour_hu_limits)[tumour]

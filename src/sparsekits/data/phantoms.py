@@ -1,0 +1,570 @@
+"""Synthetic abdominal CT phantoms with kidney, tumour and cyst labels (KiTS23 conventions).
+
+``make_phantom`` builds one case: either synthetic kidneys (position, size, rotation, tumours and
+cysts drawn from the seed) on a small default grid, or the geometry of a given label map (for
+example a real KiTS23 segmentation) at that map's own shape, spacing and affine. The body (fat,
+muscle, liver, spleen, bowel, vessels, spine, ribs, lung bases) is built around the kidneys; see
+``phantom_body`` for how, and for the HU of each tissue. ``write_phantom_dataset`` writes cases in
+the KiTS23 layout (``case_XXXXX/imaging.nii.gz`` + ``segmentation.nii.gz``).
+
+Preview: ``python -m sparsekits.data.phantoms --preview out.png [--seed S]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import scipy.ndimage as ndi
+from nibabel import orientations as ornt_
+from tqdm import tqdm
+
+from sparsekits.data.geometry import Grid
+from sparsekits.data.io import read_label_map, write_label_map
+from sparsekits.data.phantom_body import (
+    Anatomy,
+    BodyConfig,
+    Canvas,
+    KidneyLook,
+    T,
+    body_hu,
+    correlated_noise,
+    draw_anatomy,
+    kidney_anatomy_hu,
+    linear_weights,
+    paint_body,
+    smooth_field,
+    tissue_means,
+    to_int16,
+    upsample,
+    upsample_into,
+)
+from sparsekits.errors import InputError
+from sparsekits.fileio import atomic_path
+
+RAS = ("R", "A", "S")
+KITS_ORIENTATION = "IPL"  # KiTS23 images: (slices, rows, columns), first axis inferior
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """Grid and the distribution of the synthetic kidneys, tumours and cysts."""
+
+    shape: tuple[int, int, int] = (160, 128, 96)  # (x, y, z): left-right, back-front, feet-head
+    spacing_mm: tuple[float, float, float] = (2.0, 2.0, 2.5)
+    both_kidneys_p: float = 0.8
+    kidney_length_mm: tuple[float, float] = (100.0, 125.0)
+    kidney_width_mm: tuple[float, float] = (48.0, 60.0)
+    kidney_thickness_mm: tuple[float, float] = (38.0, 48.0)
+    tumour_p: float = 0.75
+    tumour_diameter_mm: tuple[float, float] = (10.0, 60.0)  # log-uniform
+    cyst_p: float = 0.4
+    cyst_diameter_mm: tuple[float, float] = (8.0, 35.0)
+    body: BodyConfig = field(default_factory=BodyConfig)
+
+
+DEFAULT = PhantomConfig()
+
+
+@dataclass
+class Phantom:
+    hu: np.ndarray  # int16, array axes as ``affine`` says
+    labels: np.ndarray  # uint8: 0 background, 1 kidney, 2 tumour, 3 cyst
+    affine: np.ndarray  # float64 4x4: voxel index -> world (RAS, mm)
+    info: dict = field(default_factory=dict)  # kidneys present, tumour/cyst sizes, source
+
+
+def make_phantom(
+    seed: int,
+    shape: tuple[int, int, int] | None = None,
+    spacing: tuple[float, float, float] | None = None,
+    labels: np.ndarray | None = None,
+    affine: np.ndarray | None = None,
+    orientation: str = "RAS",
+    config: PhantomConfig = DEFAULT,
+) -> Phantom:
+    """One synthetic CT case, deterministic for ``seed``.
+
+    Without ``labels``: synthetic kidneys on a grid of ``shape``/``spacing`` given as (x, y, z),
+    i.e. (left-right, posterior-anterior, inferior-superior); the arrays come out in the axis
+    order of ``orientation`` (any three nibabel axis codes: "RAS", "LPS", or "IPL" for KiTS23's
+    (slices, 512, 512) layout), with the affine to match.
+    With ``labels`` (values 0-3) and ``affine``: the body is built around that geometry on that
+    grid; the returned labels are the given ones, unchanged.
+    """
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        labels, affine, info = _synthetic_case(shape, spacing, orientation, config, rng)
+        anatomy = info.pop("anatomy")
+    else:
+        if affine is None:
+            raise ValueError("make_phantom: labels need their affine")
+        labels = np.asarray(labels, dtype=np.uint8)
+        anatomy, info = None, {}
+    hu = _render(labels, np.asarray(affine, dtype=np.float64), config, rng, anatomy)
+    return Phantom(hu=hu, labels=labels, affine=np.asarray(affine, dtype=np.float64), info=info)
+
+
+def write_phantom_dataset(
+    out_dir: str | Path,
+    n_cases: int,
+    labels_from: str | Path | None = None,
+    seed: int = 0,
+    shape: tuple[int, int, int] | None = None,
+    spacing: tuple[float, float, float] | None = None,
+    orientation: str = "RAS",
+    config: PhantomConfig = DEFAULT,
+) -> list[Path]:
+    """Write ``n_cases`` phantoms as ``out_dir/case_XXXXX/{imaging,segmentation}.nii.gz``.
+
+    Case ``i`` uses the seed (``seed``, ``i``). With ``labels_from`` (a folder of KiTS23 label
+    maps ``*.nii.gz``, or of ``case_*/segmentation.nii.gz``), each case takes the geometry of one
+    of them, a different one per case while they last, in a seed-determined order.
+    """
+    out_dir = Path(out_dir)
+    sources = _label_sources(Path(labels_from)) if labels_from is not None else []
+    order = np.random.default_rng(seed).permutation(len(sources)) if sources else []
+    written = []
+    for index in tqdm(range(n_cases), desc="phantoms", unit="case"):
+        case_seed = case_seed_of(seed, index)
+        if sources:
+            source = sources[order[index % len(sources)]]
+            image = read_label_map(source)
+            phantom = make_phantom(
+                case_seed, labels=image.array, affine=image.grid.affine, config=config
+            )
+            phantom.info["labels_from"] = str(source)
+        else:
+            phantom = make_phantom(
+                case_seed, shape, spacing, orientation=orientation, config=config
+            )
+        written.append(write_case(out_dir / f"case_{index:05d}", phantom))
+    return written
+
+
+def case_seed_of(seed: int, index: int) -> int:
+    """The seed of case ``index`` of a dataset written with ``seed``."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def write_case(case_dir: Path, phantom: Phantom) -> Path:
+    """KiTS23 layout: int16 HU image and uint8 labels on the same grid, written atomically."""
+    image = nib.Nifti1Image(phantom.hu, phantom.affine)
+    image.set_data_dtype(np.int16)
+    image.set_qform(phantom.affine, code=1)
+    image.set_sform(phantom.affine, code=1)
+    with atomic_path(case_dir / "imaging.nii.gz") as tmp:
+        nib.save(image, tmp)
+    write_label_map(
+        case_dir / "segmentation.nii.gz", phantom.labels, Grid(phantom.labels.shape, phantom.affine)
+    )
+    return case_dir
+
+
+def _label_sources(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise InputError(folder, "--labels-from must be a folder of KiTS23 label maps")
+    files = sorted(p for p in folder.glob("*.nii.gz") if not p.name.startswith("."))
+    files += sorted(folder.glob("case_*/segmentation.nii.gz"))
+    if not files:
+        raise InputError(folder, "no label maps (*.nii.gz or case_*/segmentation.nii.gz) found")
+    return files
+
+
+# ---------------------------------------------------------------------------------------------
+# Orientation: everything is painted on an RAS-layout view of the output arrays
+
+
+def _to_ras(affine: np.ndarray) -> np.ndarray:
+    """nibabel orientation transform from the array layout of ``affine`` to RAS layout."""
+    return ornt_.io_orientation(affine)
+
+
+def _ras_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    zooms = np.linalg.norm(affine[:3, :3], axis=0)
+    spacing = [0.0, 0.0, 0.0]
+    for axis, (target, _flip) in enumerate(_to_ras(affine)):
+        spacing[int(target)] = float(zooms[axis])
+    return tuple(spacing)
+
+
+def _reoriented(labels_ras: np.ndarray, affine_ras: np.ndarray, codes: str):
+    """RAS-layout labels and affine in the axis order of ``codes``."""
+    codes = tuple(codes.upper())
+    try:
+        transform = ornt_.ornt_transform(ornt_.axcodes2ornt(RAS), ornt_.axcodes2ornt(codes))
+    except Exception as error:
+        raise ValueError(
+            f"orientation must be three axis codes such as RAS, LPS, IPL: {codes}"
+        ) from error
+    labels = np.ascontiguousarray(ornt_.apply_orientation(labels_ras, transform))
+    affine = affine_ras @ ornt_.inv_ornt_aff(transform, labels_ras.shape)
+    return labels, affine
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering the HU image around a label map
+
+
+def _render(labels, affine, config: PhantomConfig, rng, anatomy: Anatomy | None) -> np.ndarray:
+    """int16 HU on the labels' grid: coarse body, upsampled, then kidneys at full resolution."""
+    body = config.body
+    to_ras = _to_ras(affine)
+    labels_ras = ornt_.apply_orientation(labels, to_ras)  # views: no copies of big volumes
+    hu = np.empty(labels.shape, np.int16)
+    hu_ras = ornt_.apply_orientation(hu, to_ras)
+    spacing = _ras_spacing(affine)
+    look = KidneyLook.draw(body, rng)
+    margin_mm = look.perirenal_fat_mm + 4 * max(body.blur_mm, 0.4 * spacing[2]) + 2
+    boxes = _label_boxes(labels_ras, spacing, margin_mm)
+    if anatomy is None:
+        anatomy = _anatomy_from_labels(labels_ras, spacing, boxes, rng)
+    anatomy = _fit_body(anatomy, labels_ras, spacing, boxes)
+
+    work_spacing = tuple(max(s, body.work_spacing_mm) for s in spacing)
+    work_shape = tuple(
+        int(np.ceil((n - 1) * s / ws)) + 1
+        for n, s, ws in zip(labels_ras.shape, spacing, work_spacing, strict=True)
+    )
+    canvas = Canvas(work_shape, work_spacing, anatomy)
+    paint_body(canvas, anatomy, rng)
+    for box in boxes:
+        _paint_fat_shell(
+            canvas, labels_ras, spacing, box, look.perirenal_fat_mm + 2 * max(work_spacing)
+        )
+    means = tissue_means(body, rng)
+    noise = correlated_noise(work_shape, body, rng.uniform(*body.noise_std_hu), rng)
+    weights = [
+        linear_weights(n, s, m, ws)
+        for n, s, m, ws in zip(labels_ras.shape, spacing, work_shape, work_spacing, strict=True)
+    ]
+    upsample_into(hu_ras, body_hu(canvas, means, body, rng) + noise, weights)
+    del canvas
+
+    for box in boxes:
+        box_hu, decided = kidney_anatomy_hu(
+            labels_ras[box], spacing, look, float(means[T.PERIRENAL_FAT]), body, rng
+        )
+        box_weights = [
+            (lower[s], weight[s]) for (lower, weight), s in zip(weights, box, strict=True)
+        ]
+        box_hu += upsample(noise, box_weights)
+        hu_ras[box][decided] = to_int16(box_hu[decided])
+    return hu
+
+
+def _label_boxes(labels_ras, spacing, margin_mm: float) -> list[tuple[slice, slice, slice]]:
+    """Boxes (RAS index slices) around groups of labelled voxels split along x, plus a margin.
+
+    Groups further apart along x than two margins (normally the two kidneys) get their own box,
+    so the boxes never overlap.
+    """
+    occupied_x = np.flatnonzero(np.any(labels_ras, axis=(1, 2)))
+    if occupied_x.size == 0:
+        return []
+    margin = [int(np.ceil(margin_mm / s)) for s in spacing]
+    splits = np.flatnonzero(np.diff(occupied_x) > 2 * margin[0] + 1)
+    boxes = []
+    for run in np.split(occupied_x, splits + 1):
+        x0, x1 = run[0], run[-1] + 1
+        slab = labels_ras[x0:x1]
+        ys = np.flatnonzero(np.any(slab, axis=(0, 2)))
+        zs = np.flatnonzero(np.any(slab, axis=(0, 1)))
+        lo = np.array([x0, ys[0], zs[0]]) - margin
+        hi = np.array([x1, ys[-1] + 1, zs[-1] + 1]) + margin
+        lo, hi = np.maximum(lo, 0), np.minimum(hi, labels_ras.shape)
+        boxes.append(tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True)))
+    return boxes
+
+
+def _paint_fat_shell(canvas: Canvas, labels_ras, spacing, box, shell_mm: float) -> None:
+    """Perirenal fat on the work grid around the labels of ``box`` (nearest-sampled).
+
+    The full-resolution paint decides a thinner shell, so the seam between the two lies in fat.
+    """
+    index_ranges, picks = [], []
+    for axis, s in enumerate(box):
+        ws = canvas.spacing[axis]
+        lo = int(np.ceil(s.start * spacing[axis] / ws))
+        hi = min(int(np.floor((s.stop - 1) * spacing[axis] / ws)) + 1, canvas.tissue.shape[axis])
+        work_index = np.arange(lo, max(hi, lo + 1))
+        source = np.clip(
+            np.rint(work_index * ws / spacing[axis]).astype(np.int64), s.start, s.stop - 1
+        )
+        index_ranges.append(slice(lo, lo + len(work_index)))
+        picks.append(source)
+    sampled = labels_ras[np.ix_(*picks)] > 0
+    if not sampled.any():
+        return
+    distance = ndi.distance_transform_edt(~sampled, sampling=canvas.spacing)
+    canvas.paint(T.PERIRENAL_FAT, tuple(index_ranges), distance <= shell_mm)
+
+
+@dataclass(frozen=True)
+class _Group:
+    volume_ml: float
+    centre_mm: np.ndarray
+
+
+def _label_groups(labels_ras, spacing, boxes) -> list[_Group]:
+    """Volume and centroid (mm from voxel 0, RAS layout) of each box's labels, largest first."""
+    groups = []
+    for box in boxes:
+        mask = labels_ras[box] > 0
+        count = int(mask.sum())
+        centre = []
+        for axis, s in enumerate(box):
+            profile = mask.sum(axis=tuple(a for a in range(3) if a != axis))
+            centre.append(
+                (s.start + (profile * np.arange(len(profile))).sum() / count) * spacing[axis]
+            )
+        groups.append(_Group(count * float(np.prod(spacing)) / 1000, np.array(centre)))
+    return sorted(groups, key=lambda g: -g.volume_ml)
+
+
+def _anatomy_from_labels(labels_ras, spacing, boxes, rng) -> Anatomy:
+    """Place the spine between (or beside) the labelled kidneys, at their height."""
+    extent = np.array([(n - 1) * s for n, s in zip(labels_ras.shape, spacing, strict=True)])
+    groups = _label_groups(labels_ras, spacing, boxes)
+    kidneys = [g for g in groups if g.volume_ml >= 0.2 * groups[0].volume_ml][:2] if groups else []
+    if not kidneys:
+        return draw_anatomy(rng, extent[0] / 2, extent[1] / 2 - 20, extent[2] / 2)
+    centres = np.array([k.centre_mm for k in kidneys])
+    if len(kidneys) == 2 and abs(centres[0, 0] - centres[1, 0]) > 60:
+        midline = centres[:, 0].mean()
+    else:  # one kidney: it is on the side of the field of view's centre it lies on
+        side = 1 if centres[0, 0] > extent[0] / 2 else -1
+        midline = centres[0, 0] - side * 62
+    return draw_anatomy(rng, midline, centres[:, 1].mean() + 8, centres[:, 2].mean())
+
+
+def _fit_body(anatomy: Anatomy, labels_ras, spacing, boxes) -> Anatomy:
+    """Grow the body outline so that every labelled voxel lies inside its abdominal cavity."""
+    if not boxes:
+        return anatomy
+    lo = np.min(
+        [[s.start * sp for s, sp in zip(box, spacing, strict=True)] for box in boxes], axis=0
+    )
+    hi = np.max(
+        [[(s.stop - 1) * sp for s, sp in zip(box, spacing, strict=True)] for box in boxes], axis=0
+    )
+    skin = anatomy.fat_mm + anatomy.wall_mm
+    half_width = max(
+        anatomy.half_width,
+        abs(lo[0] - anatomy.midline_x) + skin,
+        abs(hi[0] - anatomy.midline_x) + skin,
+    )
+    spine_to_back = max(anatomy.spine_to_back, anatomy.spine_y - lo[1] + skin)
+    front = hi[1] - anatomy.spine_y + skin  # labels' front, relative to the spine
+    half_depth = max(anatomy.half_depth, (front + spine_to_back) / 2)
+    return dataclasses.replace(
+        anatomy,
+        half_width=float(half_width),
+        spine_to_back=float(spine_to_back),
+        half_depth=float(half_depth),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic kidneys, tumours and cysts
+
+
+def _synthetic_case(shape, spacing, orientation: str, config: PhantomConfig, rng):
+    shape = tuple(int(n) for n in (shape or config.shape))
+    spacing = tuple(float(s) for s in (spacing or config.spacing_mm))
+    extent = np.array([(n - 1) * s for n, s in zip(shape, spacing, strict=True)])
+    anatomy = draw_anatomy(rng, 0.0, 0.0, 0.0)
+    # Centre the body outline in the field of view (with a little jitter).
+    anatomy = dataclasses.replace(
+        anatomy,
+        midline_x=float(extent[0] / 2 + rng.normal(0, 6)),
+        spine_y=float(extent[1] / 2 - anatomy.body_centre_y + rng.normal(0, 4)),
+        kidney_z=float(extent[2] * rng.uniform(0.42, 0.55)),
+    )
+    labels_ras = np.zeros(shape, np.uint8)
+    info = _paint_kidneys(labels_ras, spacing, anatomy, config, rng)
+    affine_ras = np.diag([*spacing, 1.0])
+    affine_ras[:3, 3] = -extent / 2  # the volume's centre at the world origin
+    labels, affine = _reoriented(labels_ras, affine_ras, orientation)
+    info["anatomy"] = anatomy
+    return labels, affine, info
+
+
+def _paint_kidneys(labels, spacing, anatomy: Anatomy, config: PhantomConfig, rng) -> dict:
+    """Kidneys (1), then cysts (3), then tumours (2): KiTS23's paint order."""
+    anchors = np.array([anatomy.midline_x, anatomy.spine_y, anatomy.kidney_z])
+    sides = [1, -1] if rng.random() < config.both_kidneys_p else [int(rng.choice([1, -1]))]
+    kidneys = []
+    for side in sides:
+        offset = (
+            side * rng.uniform(55, 68),
+            rng.uniform(-12, 2),
+            -side * 8 + rng.normal(0, 8),  # the right kidney sits a little lower
+        )
+        centre = anchors + np.array(offset)
+        radii = np.array(
+            [
+                rng.uniform(*config.kidney_width_mm) / 2,
+                rng.uniform(*config.kidney_thickness_mm) / 2,
+                rng.uniform(*config.kidney_length_mm) / 2,
+            ]
+        )
+        axes = _kidney_axes(side, rng)
+        # the renal sinus: a notch of fat opening medially (the hilum), not labelled kidney
+        sinus = (centre - axes[:, 0] * 0.6 * radii[0], radii * (0.55, 0.45, 0.5))
+        _paint(
+            labels,
+            _ellipsoid_mask(labels.shape, spacing, centre, axes, radii, 0.05, rng, hole=sinus),
+            1,
+        )
+        kidneys.append((centre, axes, radii))
+    info = {
+        "kidneys": ["right" if s > 0 else "left" for s in sides],
+        "tumour_diameters_mm": [],
+        "cyst_diameters_mm": [],
+    }
+    for label, key, p, diameter_range, depth_range, log in (
+        (3, "cyst_diameters_mm", config.cyst_p, config.cyst_diameter_mm, (-0.5, 0.3), False),
+        (2, "tumour_diameters_mm", config.tumour_p, config.tumour_diameter_mm, (-0.4, 0.6), True),
+    ):
+        if rng.random() >= p:
+            continue
+        for _ in range(1 if rng.random() < 0.8 else 2):
+            lo, hi = diameter_range
+            diameter = np.exp(rng.uniform(np.log(lo), np.log(hi))) if log else rng.uniform(lo, hi)
+            centre, axes, radii = kidneys[int(rng.integers(len(kidneys)))]
+            at = _lesion_centre(centre, axes, radii, diameter / 2, rng.uniform(*depth_range), rng)
+            roughness = 0.12 if label == 2 else 0.02
+            mask = _ellipsoid_mask(
+                labels.shape, spacing, at, np.eye(3), np.full(3, diameter / 2), roughness, rng
+            )
+            _paint(labels, mask, label)
+            info[key].append(round(float(diameter), 1))
+    return info
+
+
+def _kidney_axes(side: int, rng) -> np.ndarray:
+    """Columns: the kidney's lateral, anterior and long (upper-pole) axes in RAS.
+
+    Upper pole tilted medially and posteriorly, hilum turned to face anteromedially.
+    """
+    coronal = np.deg2rad(rng.uniform(8, 20)) * -side
+    sagittal = np.deg2rad(rng.uniform(4, 15))
+    axial = np.deg2rad(rng.uniform(20, 40)) * -side
+    c, s = np.cos(coronal), np.sin(coronal)
+    about_y = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+    c, s = np.cos(sagittal), np.sin(sagittal)
+    about_x = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    c, s = np.cos(axial), np.sin(axial)
+    about_z = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    local = np.array([[side, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=float)
+    return about_z @ about_x @ about_y @ local
+
+
+def _lesion_centre(centre, axes, radii, radius, depth_fraction, rng) -> np.ndarray:
+    """A point on the kidney surface, moved inwards by ``depth_fraction`` of the lesion radius."""
+    direction = rng.normal(size=3)
+    direction /= np.linalg.norm(direction)
+    surface = direction / np.sqrt(((direction / radii) ** 2).sum())
+    inward = max(0.0, 1 - depth_fraction * radius / np.linalg.norm(surface))
+    return centre + axes @ (surface * inward)
+
+
+def _ellipsoid_mask(shape, spacing, centre, axes, radii, roughness, rng, hole=None):
+    """(box slices, mask) of an ellipsoid with ``axes`` columns, its surface roughened.
+
+    ``hole``: (centre, radii) of a second ellipsoid, same axes, cut out of the first.
+    """
+    reach = radii.max() * (1 + 3 * roughness) + max(spacing)
+    lo = np.maximum(np.floor((centre - reach) / spacing), 0).astype(int)
+    hi = np.minimum(np.ceil((centre + reach) / spacing) + 1, shape).astype(int)
+    if np.any(hi <= lo):
+        return None
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    points = np.meshgrid(
+        *[np.arange(a, b, dtype=np.float32) * s for a, b, s in zip(lo, hi, spacing, strict=True)],
+        indexing="ij",
+    )
+    limit = 1.0
+    if roughness:
+        limit = 1 + roughness * smooth_field(points[0].shape, spacing, radii.max() * 0.8, rng)
+    mask = _ellipsoid_distance(points, centre, axes, radii) <= limit
+    if hole is not None:
+        mask &= _ellipsoid_distance(points, hole[0], axes, hole[1]) > 1
+    return box, mask
+
+
+def _ellipsoid_distance(points, centre, axes, radii) -> np.ndarray:
+    """Sum over the ellipsoid's axes of (offset / radius)^2: <= 1 inside."""
+    offsets = [p - np.float32(c) for p, c in zip(points, centre, strict=True)]
+    d = np.zeros(offsets[0].shape, np.float32)
+    for k in range(3):
+        local = offsets[0] * axes[0, k] + offsets[1] * axes[1, k] + offsets[2] * axes[2, k]
+        d += (local / np.float32(radii[k])) ** 2
+    return d
+
+
+def _paint(labels, found, value: int) -> None:
+    if found is not None:
+        box, mask = found
+        labels[box][mask] = value
+
+
+# ---------------------------------------------------------------------------------------------
+# Preview
+
+
+def save_preview(phantom: Phantom, path: str | Path) -> Path:
+    """PNG montage: axial, coronal and sagittal slices through the kidneys, labels outlined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    to_ras = _to_ras(phantom.affine)
+    hu = ornt_.apply_orientation(phantom.hu, to_ras)
+    labels = ornt_.apply_orientation(phantom.labels, to_ras)
+    centre = [
+        int(c)
+        for c in (ndi.center_of_mass(labels > 0) if labels.any() else np.array(labels.shape) / 2)
+    ]
+    spacing = _ras_spacing(phantom.affine)
+    views = (
+        ("axial", hu[:, :, centre[2]].T, labels[:, :, centre[2]].T, spacing[1] / spacing[0]),
+        ("coronal", hu[:, centre[1], :].T, labels[:, centre[1], :].T, spacing[2] / spacing[0]),
+        ("sagittal", hu[centre[0], :, :].T, labels[centre[0], :, :].T, spacing[2] / spacing[1]),
+    )
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5))
+    for ax, (name, image, label, aspect) in zip(axes, views, strict=True):
+        ax.imshow(image, cmap="gray", vmin=-160, vmax=240, origin="lower", aspect=aspect)
+        ax.contour(label, levels=[0.5, 1.5, 2.5], colors=["lime", "red", "cyan"], linewidths=0.6)
+        ax.set_title(name)
+        ax.axis("off")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _main() -> None:
+    parser = argparse.ArgumentParser(description="preview a phantom as a PNG montage")
+    parser.add_argument("--preview", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--labels", type=Path, default=None, help="a KiTS23 label map")
+    args = parser.parse_args()
+    if args.labels is not None:
+        image = read_label_map(args.labels)
+        phantom = make_phantom(args.seed, labels=image.array, affine=image.grid.affine)
+    else:
+        phantom = make_phantom(args.seed)
+    print(save_preview(phantom, args.preview))
+
+
+if __name__ == "__main__":
+    _main()
