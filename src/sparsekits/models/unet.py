@@ -255,7 +255,8 @@ class ConvNeXtUNet(nn.Module):
 def init_weights(model: nn.Module) -> None:
     """METHOD.md's init, by parameter name so it holds for both twins' module types.
 
-    Conv and linear weights (2-D or more): truncated normal, std 0.02; biases 0; LayerNorm
+    Conv and linear weights (2-D or more): truncated normal, std 0.02, cut at +-2 as in
+    ConvNeXt's ``trunc_normal_(w, std=.02)`` (so in effect untruncated); biases 0; LayerNorm
     weights (1-D) 1; GRN gamma and beta 0.
     """
     with torch.no_grad():
