@@ -22,6 +22,8 @@ import scipy.ndimage as ndi
 # Matrix entries below this fraction of a column's largest are treated as zero when deciding
 # whether two grids are related by an axis permutation/flip plus per-axis scale and shift.
 _AXIS_ALIGNED_TOLERANCE = 1e-6
+# Voxel-index tolerance for points that fall exactly on a voxel edge.
+_EDGE_TOLERANCE = 1e-6
 # Output voxels per chunk on the general (oblique) resampling path, to bound scipy's buffers.
 _OBLIQUE_CHUNK_VOXELS = 16_000_000
 
@@ -74,12 +76,18 @@ class Grid:
         return corners.min(axis=0), corners.max(axis=0)
 
     def box_covering(self, other: Grid) -> tuple[np.ndarray, np.ndarray]:
-        """Index box ``(lo, hi)`` of this grid holding every voxel centre inside ``other``'s volume,
-        clipped to this grid: where a result on ``other`` lands when mapped back here."""
+        """Index box ``(lo, hi)`` of this grid's voxels whose centres lie inside ``other``'s
+        volume (its axis-aligned hull, for an oblique ``other``), clipped to this grid: where a
+        result on ``other`` lands when mapped back here (``resample`` onto ``self.crop(lo, hi)``).
+        """
         to_self = np.linalg.inv(self.affine)
         corners = other.world_corners() @ to_self[:3, :3].T + to_self[:3, 3]
-        lo = np.clip(np.floor(corners.min(axis=0)), 0, self.shape).astype(np.int64)
-        hi = np.clip(np.ceil(corners.max(axis=0)) + 1, 0, self.shape).astype(np.int64)
+        # A centre exactly on the lower edge is inside, one on the upper edge is not (resample's
+        # half-open rule); the tolerance absorbs rounding in the affines.
+        lo = np.ceil(corners.min(axis=0) - _EDGE_TOLERANCE)
+        hi = np.ceil(corners.max(axis=0) - _EDGE_TOLERANCE)
+        lo = np.clip(lo, 0, self.shape).astype(np.int64)
+        hi = np.clip(hi, 0, self.shape).astype(np.int64)
         return lo, np.maximum(hi, lo)
 
     def same_as(self, other: Grid, atol_mm: float = 1e-3) -> bool:
@@ -177,9 +185,16 @@ def _nearest_separable(array: np.ndarray, positions: list[np.ndarray], cval) -> 
         np.clip(np.floor(p + 0.5), 0, n - 1).astype(np.intp)
         for p, n in zip(positions, array.shape, strict=True)
     ]
-    out = array[np.ix_(*index)]
+    # One gather per axis, shrinking axes first: about twice as fast as a 3D np.ix_ gather.
+    out = array
+    for axis in _shrinking_first(index, array.shape):
+        out = np.take(out, index[axis], axis=axis)
     _fill_outside(out, _outside(positions, array.shape), cval)
     return out
+
+
+def _shrinking_first(positions: list[np.ndarray], shape) -> list[int]:
+    return sorted(range(3), key=lambda axis: len(positions[axis]) / max(1, shape[axis]))
 
 
 def _linear_separable(array: np.ndarray, positions: list[np.ndarray], cval) -> np.ndarray:
@@ -195,7 +210,7 @@ def _linear_separable(array: np.ndarray, positions: list[np.ndarray], cval) -> n
         local.append(clamped - lo)
     out = array[tuple(box)]
     # Shrinking axes first keeps the float intermediates small.
-    for axis in sorted(range(3), key=lambda a: len(local[a]) / out.shape[a]):
+    for axis in _shrinking_first(local, out.shape):
         out = _linear_along(out, axis, local[axis])
     _fill_outside(out, outside, cval)
     return out

@@ -1,0 +1,163 @@
+"""Reading NIfTI and DICOM into RAS grids, label maps, and refusing bad input with one line."""
+
+from __future__ import annotations
+
+import gzip
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import LPS_AFFINE, synthetic_case, write_dicom_series, write_nifti
+from sparsekits.data.geometry import Grid
+from sparsekits.data.io import read_image, read_label_map, write_label_map
+from sparsekits.errors import InputError
+
+OBLIQUE_DIRECTION = (0.9848077530, 0, 0.1736481777, 0, 1, 0, -0.1736481777, 0, 0.9848077530)
+
+
+def test_nifti_keeps_array_dtype_and_affine(tmp_path):
+    hu, _ = synthetic_case()
+    image = read_image(write_nifti(tmp_path / "ct.nii.gz", hu))
+    assert image.array.dtype == np.int16
+    np.testing.assert_array_equal(image.array, hu)
+    np.testing.assert_allclose(image.grid.affine, LPS_AFFINE)
+    assert image.grid.spacing == pytest.approx((1.5, 1.5, 2.5))
+
+
+def test_scaled_nifti_becomes_int16_hu(tmp_path):
+    hu, _ = synthetic_case()
+    nifti = nib.Nifti1Image(hu.astype(np.float32) + 1024, LPS_AFFINE)
+    nifti.header.set_data_dtype(np.uint16)
+    nifti.header.set_slope_inter(1.0, -1024.0)
+    nib.save(nifti, tmp_path / "scaled.nii")
+    image = read_image(tmp_path / "scaled.nii")
+    assert image.array.dtype == np.int16
+    np.testing.assert_array_equal(image.array, hu)
+
+
+def test_single_volume_4d_nifti_is_read_as_3d(tmp_path):
+    hu, _ = synthetic_case()
+    image = read_image(write_nifti(tmp_path / "ct.nii.gz", hu[..., None]))
+    assert image.array.shape == hu.shape
+
+
+def test_dicom_series_geometry_matches_simpleitk_nifti_export(tmp_path):
+    hu, _ = synthetic_case()
+    volume = write_dicom_series(tmp_path / "series", hu, direction=OBLIQUE_DIRECTION)
+    image = read_image(tmp_path / "series")
+    np.testing.assert_array_equal(image.array, hu)
+    # SimpleITK's own NIfTI writer converts LPS to RAS: our DICOM affine must agree with it.
+    sitk.WriteImage(volume, str(tmp_path / "reference.nii.gz"))
+    np.testing.assert_allclose(
+        image.grid.affine, nib.load(tmp_path / "reference.nii.gz").affine, atol=1e-4
+    )
+    assert image.grid.spacing == pytest.approx((0.8, 0.8, 2.0), abs=1e-4)
+
+
+def test_real_dicom_series(shared_data):
+    folder = shared_data / "ct-samples" / "upper_abdomen_dicom"
+    if not folder.is_dir():
+        pytest.skip("no upper_abdomen_dicom sample")
+    image = read_image(folder)
+    assert image.array.shape == (512, 512, 20)
+    assert image.grid.spacing == pytest.approx((0.977, 0.977, 2.0), abs=1e-3)
+    assert nib.aff2axcodes(image.grid.affine) == ("L", "P", "S")
+    assert image.array.min() < -500 < 200 < image.array.max()
+
+
+def test_folder_with_two_series_lists_them(tmp_path):
+    hu, _ = synthetic_case(shape=(16, 16, 4))
+    write_dicom_series(tmp_path / "mixed", hu, series_uid="1.2.3.4")
+    write_dicom_series(tmp_path / "mixed", hu, series_uid="1.2.3.5", origin=(0, 0, 300.0))
+    with pytest.raises(InputError, match=r"holds 2 DICOM series.*1\.2\.3\.4.*1\.2\.3\.5"):
+        read_image(tmp_path / "mixed")
+
+
+def test_dicom_series_with_missing_slice_is_refused(tmp_path):
+    hu, _ = synthetic_case(shape=(16, 16, 8))
+    write_dicom_series(tmp_path / "gappy", hu, skip_slices=(4,))
+    with pytest.raises(InputError, match="missing DICOM slices: gap of 4 mm"):
+        read_image(tmp_path / "gappy")
+
+
+def test_empty_folder_has_no_series(tmp_path):
+    with pytest.raises(InputError, match="no DICOM series"):
+        read_image(tmp_path)
+
+
+def test_truncated_nifti_is_refused(tmp_path):
+    hu, _ = synthetic_case()
+    path = write_nifti(tmp_path / "ct.nii.gz", hu)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"ct\.nii\.gz: unreadable NIfTI"):
+        read_image(path)
+
+
+def test_garbage_file_is_refused(tmp_path):
+    path = tmp_path / "ct.nii.gz"
+    path.write_bytes(gzip.compress(b"not a nifti header at all"))
+    with pytest.raises(InputError, match="unreadable NIfTI"):
+        read_image(path)
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (8, 8, 8, 3)])
+def test_2d_and_4d_images_are_refused(tmp_path, shape):
+    array = np.full(shape, -1000, dtype=np.int16)
+    path = write_nifti(tmp_path / "bad.nii.gz", array, np.eye(4))
+    with pytest.raises(InputError, match=r"expected a 3D image, got shape"):
+        read_image(path)
+
+
+@pytest.mark.parametrize(
+    "low, high, kind", [(0, 255, "a 0-255 range"), (0, 1800, "no air"), (-200, 1500, "no air")]
+)
+def test_non_hu_intensities_are_refused(tmp_path, low, high, kind):
+    array = np.random.default_rng(0).uniform(low, high, (20, 20, 20)).astype(np.float32)
+    path = write_nifti(tmp_path / "mr.nii.gz", array)
+    with pytest.raises(InputError, match=f"not HU-like \\({kind}"):
+        read_image(path)
+    assert read_image(path, require_hu=False).array.shape == (20, 20, 20)
+
+
+def test_label_map_is_uint8_on_the_image_grid(tmp_path):
+    hu, labels = synthetic_case()
+    image = read_image(write_nifti(tmp_path / "ct.nii.gz", hu))
+    label_map = read_label_map(
+        write_nifti(tmp_path / "seg.nii.gz", labels.astype(np.float32)), like=image
+    )
+    assert label_map.array.dtype == np.uint8
+    np.testing.assert_array_equal(label_map.array, labels)
+
+
+def test_label_values_outside_0_3_are_refused(tmp_path):
+    labels = np.zeros((10, 10, 10), dtype=np.uint8)
+    labels[2, 2, 2] = 4
+    with pytest.raises(InputError, match=r"seg\.nii\.gz: label values must be 0-3, found 0 to 4"):
+        read_label_map(write_nifti(tmp_path / "seg.nii.gz", labels))
+
+
+def test_label_on_another_grid_is_refused(tmp_path):
+    hu, labels = synthetic_case()
+    image = read_image(write_nifti(tmp_path / "ct.nii.gz", hu))
+    shifted = LPS_AFFINE.copy()
+    shifted[0, 3] += 5
+    path = write_nifti(tmp_path / "seg.nii.gz", labels, shifted)
+    with pytest.raises(InputError, match="differs from its image's"):
+        read_label_map(path, like=image)
+    path = write_nifti(tmp_path / "seg2.nii.gz", labels[:-1])
+    with pytest.raises(InputError, match="differs from its image's"):
+        read_label_map(path, like=image)
+
+
+def test_write_label_map_round_trips_exactly(tmp_path):
+    _, labels = synthetic_case()
+    grid = Grid(labels.shape, LPS_AFFINE)
+    path = write_label_map(tmp_path / "out" / "pred.nii.gz", labels, grid)
+    back = read_label_map(path)
+    assert back.grid.shape == grid.shape
+    np.testing.assert_array_equal(back.grid.affine, grid.affine)
+    np.testing.assert_array_equal(back.array, labels)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["pred.nii.gz"]
