@@ -66,8 +66,9 @@ def _display_slice(volume_ras: np.ndarray, plane: str, index: int) -> np.ndarray
     """A 2D slice with rows top-to-bottom and columns patient-right-to-left."""
     fixed_axis = _PLANES[plane][0]
     section = np.take(volume_ras, index, axis=fixed_axis)  # axes (x, y) or (x, z)
-    # Rows: anterior (axial) or superior (coronal) first; columns: x increases to the left.
-    return section.T[::-1]
+    # Rows: anterior (axial) or superior (coronal) first. Columns: RAS+ x grows toward the
+    # patient's right, which the radiological convention shows on the left: x descending.
+    return section.T[::-1, ::-1]
 
 
 def _blend(ct: np.ndarray, labels: np.ndarray, window, config: OverlayConfig) -> np.ndarray:

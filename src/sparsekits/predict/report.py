@@ -1,8 +1,9 @@
 """The volume report written beside each prediction: mL of kidney, tumour and cyst per side.
 
 Sides. The foreground (labels > 0) is split into 26-connected components. A component of at
-least ``SideConfig.min_component_ml`` is assigned to the patient's left when its centroid's world
-x (RAS, +x = patient's left) is greater than the midline, else to the right. The midline is the
+least ``SideConfig.min_component_ml`` is assigned to the patient's right when its centroid's world
+x is greater than the midline, else to the left: NIfTI world coordinates are RAS+, where x grows
+toward the patient's Right (DICOM's LPS+ is the opposite). The midline is the
 world x of the image's own centre: a label map carries no body outline, and scanners centre the
 patient. Smaller components (stray voxels, fragments near the midline) take the side of the
 nearest large component, so that a speck cannot land on the wrong side by the midline alone;
@@ -83,7 +84,7 @@ def foreground_box(mask: np.ndarray) -> tuple[slice, ...] | None:
 def _assign_sides(
     centroids_mm: np.ndarray, volumes_ml: np.ndarray, midline_x_mm: float, min_ml: float
 ) -> tuple[str, ...]:
-    by_midline = np.where(centroids_mm[:, 0] > midline_x_mm, "left", "right")
+    by_midline = np.where(centroids_mm[:, 0] > midline_x_mm, "right", "left")  # RAS+: +x = R
     large = volumes_ml >= min_ml
     if not large.any():
         return tuple(str(side) for side in by_midline)
@@ -173,7 +174,7 @@ def volume_report(
         "lesion_counts": _lesion_counts(labels, split, config),
         "voxel_volume_ml": voxel_ml,
         "side_assignment": {
-            "rule": "component centroid world x vs image centre (RAS: +x is patient's left); "
+            "rule": "component centroid world x vs image centre (RAS+: +x is patient's right); "
             f"components under {config.min_component_ml} mL join the nearest large component",
             "midline_x_mm": split.midline_x_mm,
             "components": [
