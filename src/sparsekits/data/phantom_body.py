@@ -90,7 +90,8 @@ class BodyConfig:
     blur_mm: float = 0.8  # in-plane point-spread sigma; along z at least 0.4 x slice spacing
     noise_std_hu: tuple[float, float] = (10.0, 20.0)  # per-case noise level, drawn uniformly
     noise_sigma_vox: float = 0.8  # correlation of the noise on the work grid
-    perirenal_fat_mm: tuple[float, float] = (4.0, 10.0)
+    perirenal_fat_mm: tuple[float, float] = (4.0, 10.0)  # typical thickness; varies around
+    seam_mm: float = 2.5  # fat painted at full resolution around the labels, inside the above
     cortex_hu: tuple[float, float] = (168.0, 192.0)
     medulla_hu: tuple[float, float] = (100.0, 130.0)
     cortex_mm: tuple[float, float] = (4.0, 7.0)
@@ -208,7 +209,9 @@ class Canvas:
         view = self.tissue[slices]
         mask = np.broadcast_to(mask, view.shape)
         if only_on is not None:
-            mask = mask & np.isin(view, np.asarray(only_on, dtype=np.uint8))
+            allowed = np.zeros(256, bool)
+            allowed[list(only_on)] = True
+            mask = mask & allowed[view]
         view[mask] = tissue
 
     def ellipsoid(self, tissue: T, centre, radii, only_on=None) -> None:
@@ -381,29 +384,31 @@ def _paint_spine(canvas: Canvas, rng: np.random.Generator) -> None:
 
 
 def _paint_ribs(canvas: Canvas, anatomy: Anatomy, rng: np.random.Generator) -> None:
-    """Rib arcs in the body wall, sloping down towards the front, from mid-kidney upwards."""
-    found = canvas.region((-1e4, -1e4, -40), (1e4, 1e4, 1e4))
-    if found is None:
-        return
-    slices, u, v, w = found
-    u2, v2 = u[:, :, 0], v[:, :, 0]
+    """Rib arcs in the body wall, sloping down towards the front, from mid-kidney upwards.
+
+    Each rib: a cortical shell around marrow, about 9 mm high and 9 mm deep.
+    """
+    u2, v2 = canvas.axes[0][:, None], canvas.axes[1][None, :]
     inset = anatomy.fat_mm + anatomy.wall_mm * 0.5
     f = _superellipse(
-        u2,
-        v2,
-        anatomy.half_width - inset,
-        anatomy.half_depth - inset,
-        anatomy.body_centre_y,
+        u2, v2, anatomy.half_width - inset, anatomy.half_depth - inset, anatomy.body_centre_y
     )
-    arc = np.abs(f - 1) * min(anatomy.half_width, anatomy.half_depth) < 5
+    radial = np.abs(f - 1) * min(anatomy.half_width, anatomy.half_depth)  # mm from the arc
     angle = np.arctan2(v2 - anatomy.body_centre_y, np.abs(u2))  # -pi/2 back .. pi/2 front
-    drop = (angle + np.pi / 2) * 14  # mm lower at the front
-    first = rng.uniform(-35, -15)
-    for level in np.arange(first, w.max() + 40, rng.uniform(22, 27)):
+    drop = ((angle + np.pi / 2) * 30)[:, :, None]  # mm lower at the front: steep, as real ribs
+    max_drop = float(drop.max())
+    bones = (T.MUSCLE, T.FAT, T.VISCERAL_FAT, T.LUNG)
+    for level in np.arange(rng.uniform(-35, -15), canvas.axes[2][-1] + 60, rng.uniform(22, 27)):
+        found = canvas.region((-1e4, -1e4, level - max_drop - 5), (1e4, 1e4, level + 5))
+        if found is None:
+            continue
+        slices, _, _, w = found
         reach = -0.6 + (level + 30) / 80  # lower ribs stop at the side, upper ones go round
-        mask2d = arc & (angle < reach)
-        rib = mask2d[:, :, None] & (np.abs(w - (level - drop[:, :, None])) < 4.5)
-        canvas.paint(T.CORTICAL, slices, rib, only_on=(T.MUSCLE, T.FAT, T.VISCERAL_FAT, T.LUNG))
+        along = (angle < reach)[:, :, None]
+        height = np.abs(w - (level - drop))
+        canvas.paint(T.CORTICAL, slices, along & (radial < 4.5)[:, :, None] & (height < 4.5), bones)
+        marrow = along & (radial < 2.5)[:, :, None] & (height < 2.5)
+        canvas.paint(T.CANCELLOUS, slices, marrow, (T.CORTICAL,))
 
 
 def tissue_means(config: BodyConfig, rng: np.random.Generator) -> np.ndarray:
@@ -492,7 +497,7 @@ def kidney_anatomy_hu(
     Cortex is the parenchyma within ``cortex_mm`` of the kidney's outer surface; deeper
     parenchyma is medulla, lobulated by a smooth field (pyramids with columns between).
     Everything unlabelled in the box is perirenal fat; the decided region is the labels plus a
-    fat shell of ``perirenal_fat_mm``.
+    fat shell of ``config.seam_mm`` (the work grid's perirenal fat reaches further).
     """
     spacing = tuple(float(s) for s in spacing)
     labelled = labels > 0
@@ -500,7 +505,8 @@ def kidney_anatomy_hu(
     lobules = smooth_field(labels.shape, spacing, 7.0, rng)
     hu = np.full(labels.shape, fat_hu, np.float32)
     kidney = labels == 1
-    medulla = kidney & (depth > look.cortex_mm + 2.5 * lobules)
+    # columns of cortex reach in between the pyramids, never a thinner cortex
+    medulla = kidney & (depth > look.cortex_mm + 4 * np.maximum(lobules, 0))
     hu[kidney] = look.cortex_hu
     hu[medulla] = look.medulla_hu
     _paint_tumour(hu, labels == 2, spacing, look, config, rng)
@@ -509,7 +515,7 @@ def kidney_anatomy_hu(
     hu += fat_texture * smooth_field(labels.shape, spacing, 6.0, rng) * ~labelled
     hu = ndi.gaussian_filter(hu, blur_sigma_vox(spacing, config), truncate=3.0)
     outside = ndi.distance_transform_edt(~labelled, sampling=spacing)
-    return hu, outside <= look.perirenal_fat_mm
+    return hu, outside <= config.seam_mm
 
 
 def _paint_tumour(hu, tumour, spacing, look: KidneyLook, config: BodyConfig, rng) -> None:

@@ -56,7 +56,7 @@ class PhantomConfig:
 
     shape: tuple[int, int, int] = (160, 128, 96)  # (x, y, z): left-right, back-front, feet-head
     spacing_mm: tuple[float, float, float] = (2.0, 2.0, 2.5)
-    both_kidneys_p: float = 0.8
+    both_kidneys_p: float = 0.75
     kidney_length_mm: tuple[float, float] = (100.0, 125.0)
     kidney_width_mm: tuple[float, float] = (48.0, 60.0)
     kidney_thickness_mm: tuple[float, float] = (38.0, 48.0)
@@ -105,8 +105,10 @@ def make_phantom(
             raise ValueError("make_phantom: labels need their affine")
         labels = np.asarray(labels, dtype=np.uint8)
         anatomy, info = None, {}
-    hu = _render(labels, np.asarray(affine, dtype=np.float64), config, rng, anatomy)
-    return Phantom(hu=hu, labels=labels, affine=np.asarray(affine, dtype=np.float64), info=info)
+    affine = np.asarray(affine, dtype=np.float64)
+    hu, anatomy = _render(labels, affine, config, rng, anatomy)
+    info["anatomy"] = dataclasses.asdict(anatomy)  # mm from voxel 0 in RAS layout
+    return Phantom(hu=hu, labels=labels, affine=affine, info=info)
 
 
 def write_phantom_dataset(
@@ -210,8 +212,9 @@ def _reoriented(labels_ras: np.ndarray, affine_ras: np.ndarray, codes: str):
 # Rendering the HU image around a label map
 
 
-def _render(labels, affine, config: PhantomConfig, rng, anatomy: Anatomy | None) -> np.ndarray:
-    """int16 HU on the labels' grid: coarse body, upsampled, then kidneys at full resolution."""
+def _render(labels, affine, config: PhantomConfig, rng, anatomy: Anatomy | None):
+    """int16 HU on the labels' grid (coarse body, upsampled, then kidneys at full resolution),
+    and the anatomy it was built on."""
     body = config.body
     to_ras = _to_ras(affine)
     labels_ras = ornt_.apply_orientation(labels, to_ras)  # views: no copies of big volumes
@@ -219,8 +222,7 @@ def _render(labels, affine, config: PhantomConfig, rng, anatomy: Anatomy | None)
     hu_ras = ornt_.apply_orientation(hu, to_ras)
     spacing = _ras_spacing(affine)
     look = KidneyLook.draw(body, rng)
-    margin_mm = look.perirenal_fat_mm + 4 * max(body.blur_mm, 0.4 * spacing[2]) + 2
-    boxes = _label_boxes(labels_ras, spacing, margin_mm)
+    boxes = _label_boxes(labels_ras, spacing, body.seam_mm + 4 * max(body.blur_mm, spacing[2]))
     if anatomy is None:
         anatomy = _anatomy_from_labels(labels_ras, spacing, boxes, rng)
     anatomy = _fit_body(anatomy, labels_ras, spacing, boxes)
@@ -233,9 +235,7 @@ def _render(labels, affine, config: PhantomConfig, rng, anatomy: Anatomy | None)
     canvas = Canvas(work_shape, work_spacing, anatomy)
     paint_body(canvas, anatomy, rng)
     for box in boxes:
-        _paint_fat_shell(
-            canvas, labels_ras, spacing, box, look.perirenal_fat_mm + 2 * max(work_spacing)
-        )
+        _paint_fat_shell(canvas, labels_ras, spacing, box, look, body, rng)
     means = tissue_means(body, rng)
     noise = correlated_noise(work_shape, body, rng.uniform(*body.noise_std_hu), rng)
     weights = [
@@ -254,7 +254,7 @@ def _render(labels, affine, config: PhantomConfig, rng, anatomy: Anatomy | None)
         ]
         box_hu += upsample(noise, box_weights)
         hu_ras[box][decided] = to_int16(box_hu[decided])
-    return hu
+    return hu, anatomy
 
 
 def _label_boxes(labels_ras, spacing, margin_mm: float) -> list[tuple[slice, slice, slice]]:
@@ -281,27 +281,30 @@ def _label_boxes(labels_ras, spacing, margin_mm: float) -> list[tuple[slice, sli
     return boxes
 
 
-def _paint_fat_shell(canvas: Canvas, labels_ras, spacing, box, shell_mm: float) -> None:
-    """Perirenal fat on the work grid around the labels of ``box`` (nearest-sampled).
+def _paint_fat_shell(canvas: Canvas, labels_ras, spacing, box, look, body, rng) -> None:
+    """Perirenal fat of varying thickness on the work grid around the labels of ``box``.
 
-    The full-resolution paint decides a thinner shell, so the seam between the two lies in fat.
+    It is never thinner than the full-resolution seam plus two work voxels, so the seam between
+    the upsampled body and the full-resolution kidneys always lies in fat.
     """
+    thinnest = body.seam_mm + 2 * max(canvas.spacing)
+    thickest = max(thinnest, 2.5 * look.perirenal_fat_mm)
     index_ranges, picks = [], []
     for axis, s in enumerate(box):
-        ws = canvas.spacing[axis]
-        lo = int(np.ceil(s.start * spacing[axis] / ws))
-        hi = min(int(np.floor((s.stop - 1) * spacing[axis] / ws)) + 1, canvas.tissue.shape[axis])
-        work_index = np.arange(lo, max(hi, lo + 1))
-        source = np.clip(
-            np.rint(work_index * ws / spacing[axis]).astype(np.int64), s.start, s.stop - 1
-        )
-        index_ranges.append(slice(lo, lo + len(work_index)))
-        picks.append(source)
+        ws, reach = canvas.spacing[axis], int(np.ceil(thickest / canvas.spacing[axis]))
+        lo = max(int(np.ceil(s.start * spacing[axis] / ws)) - reach, 0)
+        hi = min(int((s.stop - 1) * spacing[axis] / ws) + 1 + reach, canvas.tissue.shape[axis])
+        work_index = np.arange(lo, hi)
+        source = np.rint(work_index * ws / spacing[axis]).astype(np.int64)
+        index_ranges.append(slice(lo, hi))
+        picks.append(np.clip(source, 0, labels_ras.shape[axis] - 1))
     sampled = labels_ras[np.ix_(*picks)] > 0
     if not sampled.any():
         return
     distance = ndi.distance_transform_edt(~sampled, sampling=canvas.spacing)
-    canvas.paint(T.PERIRENAL_FAT, tuple(index_ranges), distance <= shell_mm)
+    field_ = smooth_field(sampled.shape, canvas.spacing, 25.0, rng)
+    thickness = np.clip(look.perirenal_fat_mm * (1 + 0.6 * field_), thinnest, thickest)
+    canvas.paint(T.PERIRENAL_FAT, tuple(index_ranges), distance <= thickness)
 
 
 @dataclass(frozen=True)
@@ -526,8 +529,8 @@ def save_preview(phantom: Phantom, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     to_ras = _to_ras(phantom.affine)
-    hu = ornt_.apply_orientation(phantom.hu, to_ras)
-    labels = ornt_.apply_orientation(phantom.labels, to_ras)
+    hu = ornt_.apply_orientation(phantom.hu, to_ras)[::-1]  # radiological: right on the left
+    labels = ornt_.apply_orientation(phantom.labels, to_ras)[::-1]
     centre = [
         int(c)
         for c in (ndi.center_of_mass(labels > 0) if labels.any() else np.array(labels.shape) / 2)

@@ -1,0 +1,237 @@
+"""Synthetic CT phantoms: determinism, HU per tissue, kidney/tumour variety, orientation, the CLI
+writing the KiTS23 layout, and phantoms built around real KiTS23 label maps."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cc3d
+import nibabel as nib
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+from nibabel import orientations as ornt
+
+from sparsekits.config import STAGE1
+from sparsekits.data.phantoms import case_seed_of, make_phantom
+
+N_CASES = 8
+SPACING = (2.0, 2.0, 2.5)  # the default grid, RAS layout
+
+
+@pytest.fixture(scope="module")
+def phantoms():
+    """The cases `sparsekits phantom --seed 0` writes first, made through the API."""
+    return [make_phantom(case_seed_of(0, index)) for index in range(N_CASES)]
+
+
+def depth_mm(labels: np.ndarray, values) -> np.ndarray:
+    """Distance (mm) of each voxel inside ``labels in values`` to the nearest voxel outside."""
+    return ndi.distance_transform_edt(np.isin(labels, values), sampling=SPACING)
+
+
+def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(phantoms):
+    again = make_phantom(case_seed_of(0, 0))
+    assert again.hu.tobytes() == phantoms[0].hu.tobytes()
+    assert again.labels.tobytes() == phantoms[0].labels.tobytes()
+    assert np.array_equal(again.affine, phantoms[0].affine)
+    assert phantoms[1].hu.tobytes() != phantoms[0].hu.tobytes()
+    assert phantoms[1].labels.tobytes() != phantoms[0].labels.tobytes()
+
+
+def test_default_grid_types_and_label_values(phantoms):
+    for phantom in phantoms:
+        assert phantom.hu.shape == phantom.labels.shape == (160, 128, 96)
+        assert phantom.hu.dtype == np.int16 and phantom.labels.dtype == np.uint8
+        assert set(np.unique(phantom.labels)) <= {0, 1, 2, 3}
+        assert nib.aff2axcodes(phantom.affine) == ("R", "A", "S")
+        assert np.allclose(np.linalg.norm(phantom.affine[:3, :3], axis=0), SPACING)
+
+
+def test_labelled_structures_have_their_tissue_hu(phantoms):
+    cysts = tumours = 0
+    for phantom in phantoms:
+        hu, labels = phantom.hu, phantom.labels
+        kidney_depth = depth_mm(labels, (1, 2, 3))
+        cortex = (labels == 1) & (kidney_depth > 2) & (kidney_depth <= 4)
+        assert 160 <= hu[cortex].mean() <= 200  # enhanced cortex, about 180 HU
+        deep = (labels == 1) & (kidney_depth > 11)
+        if deep.sum() > 50:
+            assert hu[deep].mean() < hu[cortex].mean() - 25  # medulla enhances less
+        kidney = labels == 1
+        in_window = STAGE1.in_window(hu[kidney]).mean()
+        assert in_window > 0.97, "stage 1 must see the kidneys"
+        core = depth_mm(labels, (3,)) > 3
+        if core.sum() > 20:
+            cysts += 1
+            assert 0 <= hu[core].mean() <= 20
+        core = depth_mm(labels, (2,)) > 2.5
+        if core.sum() > 20:
+            tumours += 1
+            assert 40 <= hu[core].mean() <= 150
+            assert hu[core].std() > 10  # heterogeneous, more than the noise alone
+    assert cysts >= 2 and tumours >= 4
+
+
+def test_air_outside_and_subcutaneous_fat(phantoms):
+    for phantom in phantoms:
+        hu, anatomy = phantom.hu, phantom.info["anatomy"]
+        corners = hu[:4, :4, :]
+        assert corners.mean() < -990
+        # a lateral line through the body centre: air, skin, then subcutaneous fat
+        y = round((anatomy["spine_y"] + anatomy["half_depth"] - anatomy["spine_to_back"]) / 2)
+        z = round(anatomy["kidney_z"] / 2.5)
+        line = hu[:, y, z].astype(float)
+        skin = int(np.argmax(line > -500))
+        fat_voxels = int((anatomy["fat_mm"] - 5) // 2)
+        assert skin > 0 and fat_voxels >= 1
+        assert -130 <= np.median(line[skin + 2 : skin + 2 + fat_voxels]) <= -70
+        # soft tissue and bone are there too
+        assert (hu > 300).sum() > 2000  # spine and ribs
+        body = hu > -500
+        assert STAGE1.in_window(hu[body]).mean() > 0.3  # liver, spleen, muscle, bowel
+
+
+def kidney_sides(phantom) -> set[str]:
+    """Sides (by label position relative to the midline) holding a kidney-sized component."""
+    components, count = cc3d.connected_components(phantom.labels > 0, return_N=True)
+    sizes = np.bincount(components.ravel())
+    midline_index = phantom.info["anatomy"]["midline_x"] / SPACING[0]
+    sides = set()
+    for label in range(1, count + 1):
+        if sizes[label] * np.prod(SPACING) < 40_000:  # 40 ml
+            continue
+        x = np.nonzero(components == label)[0].mean()
+        sides.add("right" if x > midline_index else "left")  # RAS: x grows to the right
+    return sides
+
+
+def test_both_kidneys_usually_and_sometimes_one(phantoms):
+    sides = [kidney_sides(p) for p in phantoms]
+    both = sum(s == {"left", "right"} for s in sides)
+    assert both >= N_CASES // 2
+    assert any(len(s) == 1 for s in sides)
+    assert all(sorted(s) == sorted(p.info["kidneys"]) for s, p in zip(sides, phantoms, strict=True))
+
+
+def test_tumour_sizes_vary(phantoms):
+    diameters = []
+    for phantom in phantoms:
+        components = cc3d.connected_components(phantom.labels == 2)
+        sizes = np.bincount(components.ravel())[1:]
+        volumes = sizes * np.prod(SPACING)
+        diameters += list((6 * volumes / np.pi) ** (1 / 3))
+    big = [d for d in diameters if d > 6]
+    assert len(big) >= 5
+    assert min(big) < 25 and max(big) > 35
+
+
+@pytest.mark.parametrize("codes", ["LPS", "IPL"])
+def test_orientation_is_a_relabelling_of_the_same_world(codes):
+    ras = make_phantom(11)
+    other = make_phantom(11, orientation=codes)
+    assert nib.aff2axcodes(other.affine) == tuple(codes)
+    transform = ornt.ornt_transform(ornt.axcodes2ornt("RAS"), ornt.axcodes2ornt(codes))
+    assert np.array_equal(other.hu, ornt.apply_orientation(ras.hu, transform))
+    assert np.array_equal(other.labels, ornt.apply_orientation(ras.labels, transform))
+    # voxel i of the RAS array and its image in the other layout sit at the same world point
+    index = np.array([17, 40, 63])
+    other_index = [0, 0, 0]
+    for axis, (target, flip) in enumerate(transform):
+        n = ras.hu.shape[axis]
+        other_index[int(target)] = n - 1 - index[axis] if flip < 0 else index[axis]
+    assert ras.hu[tuple(index)] == other.hu[tuple(other_index)]
+    world = ras.affine @ [*index, 1]
+    assert np.allclose(other.affine @ [*other_index, 1], world)
+    if codes == "IPL":
+        assert other.hu.shape == (96, 128, 160)  # slices first, as KiTS23
+
+
+def test_given_labels_keep_their_geometry_and_get_a_body_around_them(phantoms):
+    """One kidney of a phantom, handed over in LPS layout: labels and affine come back as given."""
+    source = next(p for p in phantoms if len(p.info["kidneys"]) == 2)
+    labels_ras = source.labels.copy()
+    labels_ras[: int(source.info["anatomy"]["midline_x"] / SPACING[0])] = 0  # keep the right one
+    transform = ornt.ornt_transform(ornt.axcodes2ornt("RAS"), ornt.axcodes2ornt("LPS"))
+    labels = np.ascontiguousarray(ornt.apply_orientation(labels_ras, transform))
+    affine = source.affine @ ornt.inv_ornt_aff(transform, labels_ras.shape)
+    phantom = make_phantom(5, labels=labels, affine=affine)
+    assert np.array_equal(phantom.labels, labels) and np.array_equal(phantom.affine, affine)
+    kidney = phantom.labels == 1
+    assert phantom.hu[kidney].mean() > 120
+    shell = ndi.binary_dilation(phantom.labels > 0, iterations=2) & (phantom.labels == 0)
+    assert -130 < np.median(phantom.hu[shell]) < -40  # perirenal fat, inside a body
+    # the spine is placed medially: on the patient's left of the right kidney (LPS: x grows left)
+    anatomy = phantom.info["anatomy"]
+    kidney_x_ras = np.nonzero(labels_ras)[0].mean() * SPACING[0]
+    assert 40 < kidney_x_ras - anatomy["midline_x"] < 90
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sparsekits.cli", "phantom", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_writes_the_kits23_layout(tmp_path, phantoms):
+    result = run_cli("--out", str(tmp_path / "ds"), "--cases", "2", "--seed", "0")
+    assert result.returncode == 0, result.stderr
+    cases = sorted(p.name for p in (tmp_path / "ds").iterdir())
+    assert cases == ["case_00000", "case_00001"]
+    for index, name in enumerate(cases):
+        image = nib.load(tmp_path / "ds" / name / "imaging.nii.gz")
+        seg = nib.load(tmp_path / "ds" / name / "segmentation.nii.gz")
+        assert image.get_data_dtype() == np.int16 and seg.get_data_dtype() == np.uint8
+        assert image.shape == seg.shape and np.allclose(image.affine, seg.affine)
+        assert np.array_equal(np.asanyarray(image.dataobj), phantoms[index].hu)
+        assert np.array_equal(np.asanyarray(seg.dataobj), phantoms[index].labels)
+        assert np.allclose(image.affine, phantoms[index].affine, atol=1e-4)
+    assert not list((tmp_path / "ds").rglob(".tmp-*"))
+
+
+def test_cli_reports_a_labels_folder_without_label_maps(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_cli(
+        "--out", str(tmp_path / "ds"), "--cases", "1", "--labels-from", str(tmp_path / "empty")
+    )
+    assert result.returncode == 2
+    assert str(tmp_path / "empty") in result.stderr and "no label maps" in result.stderr
+    assert not (tmp_path / "ds").exists()
+
+
+def test_cli_builds_a_body_around_real_kits23_labels(tmp_path, shared_data: Path):
+    """A cropped copy of a real label map (I-P-L, 5 mm slices) keeps its geometry exactly."""
+    source = nib.load(shared_data / "kits23-labels" / "case_00110.nii.gz")
+    cropped = source.slicer[:, 180:360, 96:432]  # nibabel shifts the affine to match
+    labels_dir = tmp_path / "labels"
+    labels_dir.mkdir()
+    nib.save(cropped, labels_dir / "case_00110.nii.gz")
+    written = nib.load(labels_dir / "case_00110.nii.gz")
+    result = run_cli(
+        "--out",
+        str(tmp_path / "ds"),
+        "--cases",
+        "1",
+        "--labels-from",
+        str(labels_dir),
+        "--seed",
+        "4",
+    )
+    assert result.returncode == 0, result.stderr
+    image = nib.load(tmp_path / "ds" / "case_00000" / "imaging.nii.gz")
+    seg = nib.load(tmp_path / "ds" / "case_00000" / "segmentation.nii.gz")
+    labels = np.asanyarray(written.dataobj)
+    assert np.array_equal(np.asanyarray(seg.dataobj), labels)
+    assert image.shape == labels.shape == (34, 180, 336)
+    assert np.allclose(image.affine, written.affine) and np.allclose(seg.affine, written.affine)
+    assert nib.aff2axcodes(image.affine) == ("I", "P", "L")
+    hu = np.asanyarray(image.dataobj)
+    assert hu.dtype == np.int16
+    assert hu[labels == 1].mean() > 120
+    assert 0 <= np.median(hu[labels == 3]) <= 25
+    assert (hu > -500).mean() > 0.5  # a body fills most of this crop around the kidneys
