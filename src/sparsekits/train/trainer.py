@@ -1,0 +1,474 @@
+"""Training one stage on one cross-validation fold (METHOD.md, "Training"); resumable, DDP-ready.
+
+A run folder holds everything a run writes (only the main process writes):
+
+```
+RUN/config.json            the TrainConfig of the run
+RUN/splits.json            the 5-fold split by case (reused when present)
+RUN/log.csv                one row per epoch: losses, validation Dice per region, lr
+RUN/tensorboard/           the same, plus loss and lr per optimiser step
+RUN/checkpoint_last.pt     everything needed to resume (saved every N steps and each epoch)
+RUN/checkpoint_best.pt     the same at the best validation loss
+RUN/model/                 the best weights as a model folder (config.json + model.safetensors)
+RUN/cache/                 the preprocessing cache, when --data was a raw dataset
+```
+
+Stage-2 runs train on the cache's ROIs around the dilated ground-truth kidney components, not on
+ROIs from stage-1 predictions (see ``sparsekits.train.samples``). An optimiser step averages the
+gradients of ``accumulation`` samples (batch 1 each), split evenly over the DDP ranks, so the
+global batch and the learning-rate schedule do not depend on the number of processes.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from sparsekits.errors import InputError
+from sparsekits.fileio import write_json_atomic
+from sparsekits.models import build_model, save_model_folder
+from sparsekits.regions import NUM_REGIONS, REGION_NAMES
+from sparsekits.sparse import SparseTensor
+from sparsekits.train.augment import AugmentConfig
+from sparsekits.train.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from sparsekits.train.distributed import (
+    DistContext,
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    init_distributed,
+    shutdown_distributed,
+)
+from sparsekits.train.folds import N_FOLDS, load_or_create_splits
+from sparsekits.train.losses import deep_supervision_dice_loss
+from sparsekits.train.optim import OptimConfig, build_optimizer, build_scheduler
+from sparsekits.train.runlog import RunLog
+from sparsekits.train.samples import (
+    Draw,
+    SampleSet,
+    SparseItem,
+    epoch_order,
+    per_rank_samples,
+    rank_draws,
+    read_cache,
+)
+
+LAST = "checkpoint_last.pt"
+BEST = "checkpoint_best.pt"
+MODEL_DIR = "model"
+CHECKPOINT_FORMAT = 1
+# Settings a resumed run must share with the run it continues (the schedule and order depend
+# on them).
+_RESUME_KEYS = ("stage", "fold", "preset", "epochs", "seed", "samples_per_epoch", "accumulation")
+
+
+@dataclass
+class TrainConfig:
+    data: Path  # a preprocessing cache (has manifest.json) or a raw dataset
+    stage: int
+    fold: int
+    out: Path
+    preset: str = "paper"
+    epochs: int = 500
+    device: str = "cpu"
+    resume: bool = False
+    seed: int = 42
+    samples_per_epoch: int | None = None  # default: one pass over the fold's training samples
+    accumulation: int = 8  # samples per optimiser step (batch 1 each), over all ranks
+    lr: float = 5e-4
+    num_workers: int = 2  # DataLoader processes that load, augment and sparsify samples
+    augment: bool = True
+    val_every: int = 1  # epochs between validations (the last epoch is always validated)
+    checkpoint_every: int = 50  # optimiser steps between mid-epoch saves of checkpoint_last
+    stop_after_steps: int | None = None  # end early (checkpoint saved) e.g. for job time limits
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values["data"], values["out"] = str(self.data), str(self.out)
+        return values
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    last_checkpoint: Path
+    best_checkpoint: Path | None
+    model_dir: Path | None
+    best_epoch: int | None
+    best_val_loss: float | None
+    final_metrics: dict = field(default_factory=dict)  # the last log.csv row
+    completed: bool = True  # False when stop_after_steps ended the run early
+
+
+@dataclass
+class _Progress:
+    """Where the run stands; what a checkpoint saves besides weights and optimiser."""
+
+    epoch: int = 0
+    position: int = 0  # draws of this rank's share of the epoch already trained on
+    step: int = 0  # optimiser steps so far
+    order: list[int] | None = None  # the epoch's sample order, once drawn
+    loss_sum: float = 0.0  # this rank's training loss over the epoch so far
+    loss_count: int = 0
+    samples: int = 0  # samples this rank has trained on, over the whole run
+    best_val_loss: float = math.inf
+    best_epoch: int = -1
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train ``config.stage`` on fold ``config.fold``; see the module docstring for the outputs."""
+    context = init_distributed(config.device)
+    try:
+        return _Trainer(config, context).run()
+    finally:
+        shutdown_distributed(context)
+
+
+class _Trainer:
+    def __init__(self, config: TrainConfig, context: DistContext):
+        self.config = config
+        self.context = context
+        self.run_dir = Path(config.out)
+        _check_config(config, context)
+        if context.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        index = read_cache(self._cache_dir(), config.stage)
+        self.stage_config = index.stage_config
+        self.split = self._fold_split(index.cases)
+        train_paths = index.paths_of(self.split["train"])
+        val_paths = index.paths_of(self.split["val"])
+        if not train_paths or not val_paths:
+            raise InputError(
+                self._cache_dir(),
+                f"fold {config.fold} has no training or no "
+                f"validation samples for stage {config.stage}",
+            )
+        augment = AugmentConfig() if config.augment else None
+        self.train_set = SampleSet(train_paths, self.stage_config, augment)
+        self.val_set = SampleSet(val_paths, self.stage_config)
+        self.samples_per_epoch = config.samples_per_epoch or len(self.train_set)
+        self.local_accumulation = config.accumulation // context.world_size
+        self.local_samples = per_rank_samples(self.samples_per_epoch, context.world_size)
+        self.steps_per_epoch = math.ceil(self.local_samples / self.local_accumulation)
+        self.total_steps = self.steps_per_epoch * config.epochs
+
+        _seed_everything(config.seed + context.rank)
+        self.net = build_model(config.preset).to(context.device)
+        self.model = self.net
+        if context.enabled:
+            # The network owns deep-supervision heads that forward() may not use.
+            self.model = DistributedDataParallel(self.net, find_unused_parameters=True)
+        self.optimizer = build_optimizer(self.net, OptimConfig(lr=config.lr))
+        self.scheduler = build_scheduler(
+            self.optimizer, OptimConfig(lr=config.lr), self.steps_per_epoch, config.epochs
+        )
+        self.progress = self._resume() if config.resume else _Progress()
+
+    # -- setup ----------------------------------------------------------------------------------
+    def _cache_dir(self) -> Path:
+        """``--data`` itself when it is a cache; else a cache of it under the run folder."""
+        data = Path(self.config.data)
+        if (data / "manifest.json").is_file():
+            return data
+        cache = self.run_dir / "cache"
+        if self.context.is_main:
+            from sparsekits.data.preprocess import preprocess_dataset
+
+            preprocess_dataset(data, cache, stages=(self.config.stage,))
+        barrier(self.context)
+        return cache
+
+    def _fold_split(self, cases: list[str]) -> dict[str, list[str]]:
+        path = self.run_dir / "splits.json"
+        if self.context.is_main:
+            load_or_create_splits(path, cases)
+        barrier(self.context)
+        return load_or_create_splits(path, cases)[self.config.fold]
+
+    def _resume(self) -> _Progress:
+        state = load_checkpoint(self.run_dir / LAST, map_location="cpu")
+        saved = state["train_config"]
+        changed = [key for key in _RESUME_KEYS if saved[key] != getattr(self.config, key)]
+        if changed or state["world_size"] != self.context.world_size:
+            raise InputError(
+                self.run_dir / LAST,
+                f"cannot resume with different {changed or ['number of processes']}",
+            )
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        rank_state = state["ranks"][self.context.rank]
+        restore_rng_state(rank_state["rng"])
+        return _Progress(
+            epoch=state["epoch"],
+            position=state["position"],
+            step=state["step"],
+            order=state["order"],
+            loss_sum=rank_state["loss_sum"],
+            loss_count=rank_state["loss_count"],
+            samples=rank_state["samples"],
+            best_val_loss=state["best_val_loss"],
+            best_epoch=state["best_epoch"],
+        )
+
+    # -- the run --------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        config, progress = self.config, self.progress
+        log = None
+        if self.context.is_main:
+            write_json_atomic(self.run_dir / "config.json", config.to_dict())
+            log = RunLog(self.run_dir, progress.epoch, progress.step)
+        bar = tqdm(
+            total=self.total_steps,
+            initial=progress.step,
+            desc=f"stage {config.stage} fold {config.fold}",
+            unit="step",
+            disable=not self.context.is_main,
+        )
+        row: dict = {}
+        try:
+            while progress.epoch < config.epochs:
+                started = time.perf_counter()
+                if progress.order is None:
+                    progress.order = epoch_order(
+                        len(self.train_set), self.samples_per_epoch, config.seed, progress.epoch
+                    )
+                if not self._train_epoch(bar, log):
+                    return self._result(row, completed=False)
+                row = self._end_epoch(time.perf_counter() - started, log)
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
+        return self._result(row, completed=True)
+
+    def _train_epoch(self, bar: tqdm, log: RunLog | None) -> bool:
+        """Train to the end of the epoch; False if ``stop_after_steps`` stopped it first."""
+        progress, context = self.progress, self.context
+        draws = rank_draws(
+            progress.order, self.config.seed, progress.epoch, context.rank, context.world_size
+        )
+        self.model.train()
+        remaining = self._loader(draws[progress.position :])
+        for position, item in enumerate(remaining, progress.position):
+            group_start = position - position % self.local_accumulation
+            group_size = min(self.local_accumulation, len(draws) - group_start)
+            steps_now = position == group_start + group_size - 1
+            syncing = steps_now or not context.enabled
+            with nullcontext() if syncing else self.model.no_sync():
+                loss = self._loss(self.model, item)
+                (loss / group_size).backward()
+            progress.loss_sum += loss.item()
+            progress.loss_count += 1
+            progress.samples += 1
+            progress.position = position + 1
+            if not steps_now:
+                continue
+            self._optimiser_step(bar, log, loss.item())
+            epoch_done = progress.position == len(draws)
+            if self._stop_requested():
+                self._save_last()
+                return False
+            if not epoch_done and progress.step % self.config.checkpoint_every == 0:
+                self._save_last()
+        return True
+
+    def _optimiser_step(self, bar: tqdm, log: RunLog | None, loss: float) -> None:
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.progress.step += 1
+        bar.update()
+        bar.set_postfix(epoch=self.progress.epoch, loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+        if log is not None:
+            log.step(self.progress.step, loss, lr)
+
+    def _stop_requested(self) -> bool:
+        stop = self.config.stop_after_steps
+        return stop is not None and self.progress.step >= stop
+
+    def _end_epoch(self, seconds: float, log: RunLog | None) -> dict:
+        progress, config = self.progress, self.config
+        totals = all_reduce_sum(
+            torch.tensor([progress.loss_sum, progress.loss_count], dtype=torch.float64),
+            self.context,
+        )
+        row = {
+            "epoch": progress.epoch,
+            "step": progress.step,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": float(totals[0] / totals[1]),
+        }
+        last_epoch = progress.epoch == config.epochs - 1
+        improved = False
+        if last_epoch or (progress.epoch + 1) % config.val_every == 0:
+            row.update(self._validate())
+            improved = row["val_loss"] < progress.best_val_loss
+            if improved:
+                progress.best_val_loss, progress.best_epoch = row["val_loss"], progress.epoch
+        row["seconds"] = seconds
+        if log is not None:
+            log.epoch(row)
+        progress.epoch += 1
+        progress.position, progress.order = 0, None
+        progress.loss_sum, progress.loss_count = 0.0, 0
+        state = self._save_last()
+        if improved and self.context.is_main:
+            save_checkpoint(self.run_dir / BEST, state)
+            save_model_folder(self.run_dir / MODEL_DIR, self.net, extra=self._model_extra(row))
+        return row
+
+    # -- computation ----------------------------------------------------------------------------
+    def _loader(self, draws: list[Draw]) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            self.train_set,
+            batch_size=None,
+            sampler=draws,
+            num_workers=self.config.num_workers,
+            collate_fn=_identity,
+        )
+
+    def _loss(self, model: torch.nn.Module, item: SparseItem) -> torch.Tensor:
+        inputs, targets = self._tensors(item)
+        with self._autocast():
+            outputs = model(inputs)
+        return deep_supervision_dice_loss(outputs, targets)
+
+    def _tensors(self, item: SparseItem) -> tuple[SparseTensor, SparseTensor]:
+        device = self.context.device
+        batch = torch.zeros((len(item.coords), 1), dtype=torch.int32)
+        coords = torch.cat([batch, item.coords.to(torch.int32)], dim=1)
+        inputs = SparseTensor(item.features.to(device), coords.to(device))
+        return inputs, inputs.replace(item.regions.to(device))
+
+    def _autocast(self):
+        """bf16 autocast on CUDA only (METHOD.md); CPU runs in float32."""
+        on_cuda = self.context.device.type == "cuda"
+        return torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else nullcontext()
+
+    @torch.no_grad()
+    def _validate(self) -> dict:
+        """Validation loss (mean per sample) and Dice per region pooled over all validation voxels.
+
+        Runs the unwrapped network (no DDP collectives), each rank on its share of the samples;
+        the sums are all-reduced.
+        """
+        self.net.eval()
+        # loss sum, sample count, then per region: intersection, predicted, true voxel counts
+        sums = torch.zeros(2 + 3 * NUM_REGIONS, dtype=torch.float64)
+        context = self.context
+        for index in range(context.rank, len(self.val_set), context.world_size):
+            item = self.val_set[Draw(index, (0, 0, 0))]
+            inputs, targets = self._tensors(item)
+            with self._autocast():
+                outputs = self.net(inputs)
+            loss = deep_supervision_dice_loss(outputs, targets)
+            predicted = (outputs[0].features.float() > 0).cpu()
+            truth = item.regions > 0.5
+            sums[0] += float(loss)
+            sums[1] += 1
+            sums[2:] += torch.cat(
+                [(predicted & truth).sum(0), predicted.sum(0), truth.sum(0)]
+            ).double()
+        self.net.train()
+        sums = all_reduce_sum(sums, context)
+        intersection, predicted, truth = sums[2:].view(3, NUM_REGIONS)
+        dice = 2 * intersection / (predicted + truth)  # nan where a region is absent in both
+        metrics = {"val_loss": float(sums[0] / sums[1])}
+        for name, value in zip(REGION_NAMES, dice.tolist(), strict=True):
+            metrics[f"val_dice_{name}"] = value
+        return metrics
+
+    # -- checkpoints and results ----------------------------------------------------------------
+    def _save_last(self) -> dict:
+        """Checkpoint the run as it stands (every rank's RNG and loss sums); main rank writes."""
+        progress = self.progress
+        ranks = all_gather_objects(
+            {
+                "rng": capture_rng_state(),
+                "loss_sum": progress.loss_sum,
+                "loss_count": progress.loss_count,
+                "samples": progress.samples,
+            },
+            self.context,
+        )
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "train_config": self.config.to_dict(),
+            "world_size": self.context.world_size,
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": progress.epoch,
+            "position": progress.position,
+            "step": progress.step,
+            "order": progress.order,
+            "best_val_loss": progress.best_val_loss,
+            "best_epoch": progress.best_epoch,
+            "ranks": ranks,
+        }
+        if self.context.is_main:
+            save_checkpoint(self.run_dir / LAST, state)
+        return state
+
+    def _model_extra(self, row: dict) -> dict:
+        return {
+            "stage": self.stage_config.to_dict(),
+            "fold": self.config.fold,
+            "epoch": row["epoch"],
+            "val_loss": row["val_loss"],
+            "val_dice": {name: row[f"val_dice_{name}"] for name in REGION_NAMES},
+            "seed": self.config.seed,
+            "cases": self.split,
+        }
+
+    def _result(self, row: dict, completed: bool) -> TrainResult:
+        has_best = (self.run_dir / BEST).exists()
+        return TrainResult(
+            run_dir=self.run_dir,
+            last_checkpoint=self.run_dir / LAST,
+            best_checkpoint=self.run_dir / BEST if has_best else None,
+            model_dir=self.run_dir / MODEL_DIR if has_best else None,
+            best_epoch=self.progress.best_epoch if has_best else None,
+            best_val_loss=self.progress.best_val_loss if has_best else None,
+            final_metrics=row,
+            completed=completed,
+        )
+
+
+def _check_config(config: TrainConfig, context: DistContext) -> None:
+    if not 0 <= config.fold < N_FOLDS:
+        raise ValueError(f"fold must be in 0..{N_FOLDS - 1}, got {config.fold}")
+    if config.accumulation % context.world_size:
+        raise ValueError(
+            f"accumulation {config.accumulation} must be a multiple of the "
+            f"{context.world_size} processes"
+        )
+    for name in ("epochs", "accumulation", "val_every", "checkpoint_every"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be at least 1")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _identity(item: SparseItem) -> SparseItem:
+    return item
