@@ -40,6 +40,14 @@ def _train(args: argparse.Namespace) -> int:
             device=args.device,
             resume=args.resume,
             seed=args.seed,
+            samples_per_epoch=args.samples_per_epoch,
+            accumulation=args.accumulation,
+            lr=args.lr,
+            num_workers=args.workers,
+            augment=not args.no_augment,
+            val_every=args.val_every,
+            checkpoint_every=args.checkpoint_every,
+            stop_after_steps=args.stop_after_steps,
         )
     )
     return 0
@@ -122,8 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=("paper", "small"), default="paper")
     p.add_argument("--epochs", type=int, default=500)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint_last.pt")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--samples-per-epoch", type=int, default=None, help="default: the fold's training samples"
+    )
+    p.add_argument("--accumulation", type=int, default=8, help="samples per optimiser step")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes per rank")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--val-every", type=int, default=1, help="epochs between validations")
+    p.add_argument("--checkpoint-every", type=int, default=50, help="optimiser steps between saves")
+    p.add_argument(
+        "--stop-after-steps", type=int, default=None, help="stop (resumable) after N steps"
+    )
     p.set_defaults(func=_train)
 
     p = sub.add_parser("predict", help="segment CT scans (NIfTI file, DICOM folder or a folder)")
