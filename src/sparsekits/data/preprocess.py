@@ -85,9 +85,9 @@ def preprocess_dataset(
 
 def preprocess_case(case: Case, cache: Path, stages: tuple[int, ...]) -> dict:
     """Write ``case``'s samples for ``stages``, then its done marker; return its manifest entry."""
+    image = read_image(case.image)
     if case.label is None:
         raise InputError(case.image, "no label map for this case (training needs one)")
-    image = read_image(case.image)
     labels = read_label_map(case.label, like=image)
     hu1, labels1, grid1 = _stage1_view(image, labels.array)
     entry = {"image": _path_key(case.image), "label": _path_key(case.label), "stage_configs": {}}
