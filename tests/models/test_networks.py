@@ -178,6 +178,7 @@ def test_init_follows_the_method():
 
 def test_presets_and_config_validation():
     assert build_model("small").config == PRESETS["small"]
+    assert SparseConvNeXtUNet().config.name == "paper"  # the constructor's defaults are the paper's
     assert PRESETS["paper"].coarsest_stride == 32 and PRESETS["small"].coarsest_stride == 8
     assert ModelConfig.from_dict(PRESETS["paper"].to_dict()) == PRESETS["paper"]
     with pytest.raises(ValueError, match="unknown preset"):

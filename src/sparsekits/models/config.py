@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from sparsekits.regions import NUM_REGIONS
 
@@ -90,9 +90,17 @@ def _positive_int(value: object) -> bool:
 PRESETS: dict[str, ModelConfig] = {
     # METHOD.md's network: exactly 27,473,696 parameters.
     "paper": ModelConfig(name="paper"),
-    # For CPU tests and the demo: coarsest stride 8, about 60 k parameters.
+    # For CPU tests and the demo: coarsest stride 8, 177,064 parameters.
     "small": ModelConfig(name="small", widths=(8, 16, 32, 64), depths=(1, 1, 2, 2)),
 }
+
+
+def preset_name(config: ModelConfig) -> ModelConfig:
+    """``config`` named after the preset with the same fields, if there is one."""
+    for preset in PRESETS.values():
+        if replace(config, name=preset.name) == preset:
+            return preset
+    return config
 
 
 def resolve_config(config: ModelConfig | str) -> ModelConfig:

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from sparsekits.models.config import ModelConfig
+from sparsekits.models.config import ModelConfig, preset_name
 
 LAYER_NORM_EPS = 1e-6
 MLP_RATIO = 4
@@ -174,7 +174,13 @@ class Head(nn.Module):
 
 
 class ConvNeXtUNet(nn.Module):
-    """The shared network; a twin sets ``ops`` and, if it must, ``_enter``/``_leave``."""
+    """The shared network; a twin sets ``ops`` and, if it must, ``_enter``/``_leave``.
+
+    ``self.config`` is the ``ModelConfig`` (named after the preset it equals, else "custom").
+    The heads of levels >= ``ds_levels`` exist (the paper's parameter count includes them) but
+    never run, so their parameters get no gradient: wrap the network in DistributedDataParallel
+    with ``find_unused_parameters=True``.
+    """
 
     ops: ClassVar[type[Ops]]
 
@@ -188,13 +194,15 @@ class ConvNeXtUNet(nn.Module):
         ds_levels: int = 3,
     ):
         super().__init__()
-        self.config = ModelConfig(
-            in_channels=in_channels,
-            out_channels=out_channels,
-            widths=widths,
-            depths=depths,
-            decoder_depth=decoder_depth,
-            ds_levels=ds_levels,
+        self.config = preset_name(
+            ModelConfig(
+                in_channels=in_channels,
+                out_channels=out_channels,
+                widths=widths,
+                depths=depths,
+                decoder_depth=decoder_depth,
+                ds_levels=ds_levels,
+            )
         )
         ops = self.ops
         widths = self.config.widths
@@ -215,16 +223,9 @@ class ConvNeXtUNet(nn.Module):
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> ConvNeXtUNet:
-        model = cls(
-            in_channels=config.in_channels,
-            out_channels=config.out_channels,
-            widths=config.widths,
-            depths=config.depths,
-            decoder_depth=config.decoder_depth,
-            ds_levels=config.ds_levels,
-        )
-        model.config = config  # keeps the preset name
-        return model
+        fields = config.to_dict()
+        fields.pop("name")  # the constructor names a preset's config by itself
+        return cls(**fields)
 
     def forward(self, x: Any) -> list[Any]:
         """Region logits at strides 1, 2, ..., 2**(ds_levels - 1), finest first."""
