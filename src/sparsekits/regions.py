@@ -5,8 +5,12 @@ Labels: 0 background, 1 kidney, 2 tumour, 3 cyst. Regions are nested sets of lab
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported only when a tensor comes in: numpy-only users start fast
+    import torch
 
 REGION_NAMES = ("kidney_and_mass", "mass", "tumor")
 REGION_LABELS = ((1, 2, 3), (2, 3), (2,))
@@ -19,9 +23,11 @@ NUM_REGIONS = len(REGION_NAMES)
 def labels_to_regions(labels: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """Boolean region masks stacked on a new last axis, [..., 3]; numpy in, numpy out (or torch)."""
     masks = (labels > 0, labels >= 2, labels == 2)
-    if isinstance(labels, torch.Tensor):
-        return torch.stack(masks, dim=-1)
-    return np.stack(masks, axis=-1)
+    if isinstance(labels, np.ndarray):
+        return np.stack(masks, axis=-1)
+    import torch
+
+    return torch.stack(masks, dim=-1)
 
 
 def regions_to_labels(regions: np.ndarray) -> np.ndarray:

@@ -84,23 +84,20 @@ def hec_metrics(
     return dice, float(compute_surface_dice_at_tolerance(distances, tolerance_mm))
 
 
-def _foreground_box(*label_maps: np.ndarray) -> tuple[slice, ...]:
-    """Bounding box of every voxel in any HEC of any map (the whole grid if there is none).
+def _nonzero_box(*label_maps: np.ndarray) -> tuple[slice, ...]:
+    """Bounding box of the nonzero voxels of all 3D maps (empty slices when there are none).
 
     ``surface_distance`` crops each mask pair to its own bounding box plus zero padding, so
-    cropping beforehand to a box that holds every HEC voxel changes no result; it only saves
-    building full-size masks.
+    cropping beforehand to any box that holds every HEC voxel changes no result; it only saves
+    building full-size masks. Nonzero is a cheap superset of the HEC labels.
     """
-    foreground = np.zeros(label_maps[0].shape, dtype=bool)
-    for labels in label_maps:
-        foreground |= np.isin(labels, REGION_LABELS[0])
-    if not foreground.any():
-        return tuple(slice(0, 0) for _ in foreground.shape)
+    # Project each map onto its first two axes once (no full-size temporary), then onto each axis.
+    plane = np.logical_or.reduce([labels.any(axis=2) for labels in label_maps])
+    last = np.logical_or.reduce([labels.any(axis=(0, 1)) for labels in label_maps])
     box = []
-    for axis in range(foreground.ndim):
-        other = tuple(a for a in range(foreground.ndim) if a != axis)
-        hits = np.flatnonzero(foreground.any(axis=other))
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    for profile in (plane.any(axis=1), plane.any(axis=0), last):
+        hits = np.flatnonzero(profile)
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1) if hits.size else slice(0, 0))
     return tuple(box)
 
 
@@ -112,9 +109,9 @@ def evaluate_case(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) ->
     """
     if pred.shape != gt.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}")
-    if len(spacing) != gt.ndim:
-        raise ValueError(f"spacing {tuple(spacing)} does not match {gt.ndim} array axes")
-    box = _foreground_box(pred, gt)
+    if gt.ndim != 3 or len(spacing) != 3:
+        raise ValueError(f"expected 3D maps and 3 spacings, got {gt.shape} and {tuple(spacing)}")
+    box = _nonzero_box(pred, gt)
     pred, gt = pred[box], gt[box]
     row = {}
     for hec, dice_column, sd_column in zip(REGION_NAMES, DICE_COLUMNS, SD_COLUMNS, strict=True):
