@@ -4,7 +4,7 @@ The sparse network runs on ``--voxels`` active voxels of a locally dense, CT-lik
 ellipsoidal body with smooth blobs of kept tissue, as a HU window leaves it); the dense twin runs
 on the bounding box of those voxels. Each measurement is a fresh process (peak RSS includes the
 Python interpreter, torch and the weights) under ``torch.inference_mode``; the time is the median
-of ``--repeats`` forwards after one warm-up, each including the kernel-map build (a new case
+of ``--repeats`` forwards after ``--warmup`` ones, each including the kernel-map build (a new case
 builds its maps). The dense twin is first measured on a grid 8x smaller; when its peak,
 extrapolated, exceeds ``--dense-limit-gb``, the full-size dense run is skipped and the estimate
 reported instead.
@@ -51,7 +51,9 @@ def ct_like_mask(voxels: int, seed: int = 0) -> torch.Tensor:
     return mask[low[0] : high[0], low[1] : high[1], low[2] : high[2]][None]
 
 
-def measure_forward(twin: str, voxels: int, repeats: int, scale: float = 1.0) -> dict:
+def measure_forward(
+    twin: str, voxels: int, repeats: int, warmup: int = 1, scale: float = 1.0
+) -> dict:
     """Run in a fresh process: forwards of the paper preset's ``twin`` ("sparse" or "dense").
 
     ``scale`` < 1 shrinks the dense grid's volume by about that factor (for the extrapolation).
@@ -83,7 +85,7 @@ def measure_forward(twin: str, voxels: int, repeats: int, scale: float = 1.0) ->
     del mask
     baseline = peak_rss_mb()
     with torch.inference_mode():
-        timing = time_median(forward, repeats=repeats, warmup=1)
+        timing = time_median(forward, repeats=repeats, warmup=warmup)
     return {
         "twin": twin,
         "voxels": size,
@@ -94,19 +96,18 @@ def measure_forward(twin: str, voxels: int, repeats: int, scale: float = 1.0) ->
     }
 
 
-def run(voxels: int, repeats: int, dense_limit_gb: float) -> dict:
+def run(voxels: int, repeats: int, warmup: int, dense_limit_gb: float) -> dict:
     """Both twins, each in fresh processes; the dense twin at full size only if it fits."""
     os.chdir(REPO)  # the fresh process imports this file as benchmarks.model_memory
-    sparse = run_in_fresh_process(TARGET, twin="sparse", voxels=voxels, repeats=repeats)
-    probe = run_in_fresh_process(TARGET, twin="dense", voxels=voxels, repeats=1, scale=1 / 8)
+    runs = {"voxels": voxels, "repeats": repeats, "warmup": warmup}
+    sparse = run_in_fresh_process(TARGET, twin="sparse", **runs)
+    probe = run_in_fresh_process(TARGET, twin="dense", **{**runs, "repeats": 1}, scale=1 / 8)
     grid_voxels = sparse["grid"][0] * sparse["grid"][1] * sparse["grid"][2]
     growth = grid_voxels / probe["voxels"]
     estimate_mb = probe["baseline_mb"] + growth * (probe["peak_rss_mb"] - probe["baseline_mb"])
     results = {"sparse": sparse, "dense_probe": probe, "dense_estimate_mb": estimate_mb}
     if estimate_mb <= dense_limit_gb * 1024:
-        results["dense"] = run_in_fresh_process(
-            TARGET, twin="dense", voxels=voxels, repeats=repeats
-        )
+        results["dense"] = run_in_fresh_process(TARGET, twin="dense", **runs)
     return results
 
 
@@ -156,12 +157,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--voxels", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--dense-limit-gb", type=float, default=8.0)
     parser.add_argument("--no-write", action="store_true", help="print, do not touch BENCHMARKS.md")
     args = parser.parse_args()
     command = (
         f"python benchmarks/model_memory.py --voxels {args.voxels} --repeats {args.repeats} "
-        f"--dense-limit-gb {args.dense_limit_gb:g}"
+        f"--warmup {args.warmup} --dense-limit-gb {args.dense_limit_gb:g}"
     )
     start = time.perf_counter()
     body = report(run(args.voxels, args.repeats, args.dense_limit_gb), command, args.dense_limit_gb)
