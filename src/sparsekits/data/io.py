@@ -17,6 +17,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from isal import igzip
 
 from sparsekits.data.geometry import Grid
 from sparsekits.errors import InputError
@@ -121,12 +122,24 @@ def _read_nifti(path: Path) -> Image:
     if not path.is_file():
         raise InputError(path, "no such file")
     try:
-        nifti = nib.load(path)
+        nifti = _load_nifti(path)
         array = np.asanyarray(nifti.dataobj)
-    except Exception as error:  # nibabel raises many types for damaged files
+    except Exception as error:  # nibabel and the inflaters raise many types for damaged files
         raise InputError(path, f"unreadable NIfTI ({_one_line(error)})") from error
     array = _as_3d(array, path)
     return Image(array, Grid(array.shape, nifti.affine), path)
+
+
+def _load_nifti(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
+    if not path.name.lower().endswith(".gz"):
+        return nib.load(path)
+    # ISA-L inflates about 2.5x faster than zlib, and inflating dominates reading a CT.
+    data = igzip.decompress(path.read_bytes())
+    header_size = int.from_bytes(data[:4], "little")
+    if header_size not in (348, 540):
+        header_size = int.from_bytes(data[:4], "big")
+    image_class = nib.Nifti2Image if header_size == 540 else nib.Nifti1Image
+    return image_class.from_bytes(data)
 
 
 def _as_3d(array: np.ndarray, path: Path) -> np.ndarray:
