@@ -258,6 +258,18 @@ def test_unpredicted_cases_are_skipped_and_orphan_predictions_rejected(tmp_path,
         evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "e.csv", workers=1)
 
 
+def test_roi_sidecars_of_a_prediction_folder_are_masks_not_predictions(tmp_path):
+    names = write_cases(tmp_path, 2)
+    for name in names:
+        (tmp_path / "roi" / f"{name}.nii.gz").rename(tmp_path / "pred" / f"{name}_roi.nii.gz")
+    pred = tmp_path / "pred"
+    result = evaluate_folders(pred, tmp_path / "gt", tmp_path / "e.csv", roi_dir=pred, workers=1)
+    assert [row["case"] for row in result.rows] == names
+    assert all(0.2 < row[ROI_RECALL_COLUMN] < 0.8 for row in result.rows)
+    with pytest.raises(InputError, match="ROI mask missing"):
+        evaluate_folders(pred, tmp_path / "gt", tmp_path / "e.csv", roi_dir=tmp_path, workers=1)
+
+
 def test_parallel_equals_serial(tmp_path):
     write_cases(tmp_path, 3)
     args = (tmp_path / "pred", tmp_path / "gt")

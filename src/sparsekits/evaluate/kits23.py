@@ -23,6 +23,11 @@ its behaviour, quirks included:
   summed absolute difference exceeds 1e-3; this module raises ``InputError`` on either.
 - The mean row is the plain mean over cases of each column; the ranking's two figures are the
   mean Dice and the mean SD over cases and HECs.
+
+Beyond the official scorer: ``--roi`` adds each case's stage-1 ROI recall (``roi_recall``), read
+from ROI_DIR/NAME.nii.gz or from the ``NAME_roi.nii.gz`` that ``predict --save-probabilities``
+writes beside its prediction (such sidecars in PRED_DIR are not predictions and are skipped), so
+``sparsekits evaluate OUT GT --roi OUT`` works on a prediction folder as written.
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ ROI_RECALL_COLUMN = "ROI_recall"
 # Affine tolerance of the official submission check: summed absolute difference.
 AFFINE_TOLERANCE = 1e-3
 NIFTI_SUFFIX = ".nii.gz"
+# predict --save-probabilities writes the stage-1 ROI mask of NAME.nii.gz as NAME_roi.nii.gz.
+ROI_SIDECAR = "_roi"
 _UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 0.001, "unknown": 1.0}
 
 
@@ -186,6 +193,35 @@ def _ground_truth_cases(gt_dir: Path) -> set[str]:
     return flat | nested
 
 
+def _prediction_files(pred_dir: Path) -> list[Path]:
+    """PRED_DIR/*.nii.gz, less hidden files (temporaries of interrupted atomic writes) and the
+    ``NAME_roi.nii.gz`` ROI masks that ``predict --save-probabilities`` writes beside NAME.nii.gz.
+    """
+    files = {
+        _case_name(p): p
+        for p in pred_dir.glob(f"*{NIFTI_SUFFIX}")
+        if p.is_file() and not p.name.startswith(".")
+    }
+    sidecars = {
+        name for name in files if name.endswith(ROI_SIDECAR) and name[: -len(ROI_SIDECAR)] in files
+    }
+    return [files[name] for name in sorted(files) if name not in sidecars]
+
+
+def _roi_path(roi_dir: Path, name: str) -> Path:
+    """The prediction's sidecar ROI_DIR/NAME_roi.nii.gz, else ROI_DIR/NAME.nii.gz.
+
+    The sidecar comes first: beside it, NAME.nii.gz is the prediction, not a mask.
+    """
+    plain = roi_dir / f"{name}{NIFTI_SUFFIX}"
+    sidecar = roi_dir / f"{name}{ROI_SIDECAR}{NIFTI_SUFFIX}"
+    if sidecar.is_file():
+        return sidecar
+    if plain.is_file():
+        return plain
+    raise InputError(plain, f"ROI mask missing (nor {sidecar.name} beside it)")
+
+
 def match_cases(
     pred_dir: Path, gt_dir: Path, roi_dir: Path | None = None
 ) -> tuple[list[CaseFiles], list[str]]:
@@ -193,10 +229,7 @@ def match_cases(
     for folder in (pred_dir, gt_dir, roi_dir):
         if folder is not None and not folder.is_dir():
             raise InputError(folder, "is not a folder")
-    # Hidden files are the temporaries of interrupted atomic writes, never predictions.
-    predictions = sorted(
-        p for p in pred_dir.glob(f"*{NIFTI_SUFFIX}") if p.is_file() and not p.name.startswith(".")
-    )
+    predictions = _prediction_files(pred_dir)
     if not predictions:
         raise InputError(pred_dir, f"holds no {NIFTI_SUFFIX} predictions")
     cases = []
@@ -205,11 +238,7 @@ def match_cases(
         gt = _ground_truth_path(gt_dir, name)
         if gt is None:
             raise InputError(pred, f"no ground truth {name}{NIFTI_SUFFIX} or {name}/ in {gt_dir}")
-        roi = None
-        if roi_dir is not None:
-            roi = roi_dir / f"{name}{NIFTI_SUFFIX}"
-            if not roi.is_file():
-                raise InputError(roi, "ROI mask missing for this prediction")
+        roi = _roi_path(roi_dir, name) if roi_dir is not None else None
         cases.append(CaseFiles(name, pred, gt, roi))
     unpredicted = sorted(_ground_truth_cases(gt_dir) - {case.name for case in cases})
     return cases, unpredicted
