@@ -156,13 +156,9 @@ class EvaluationResult:
     """Per-case rows ({'case': name, column: value}), their mean row, and the ranking figures."""
 
     rows: list[dict]
-    mean: dict[str, float]
+    mean: dict  # {'case': 'mean', column: mean over cases}
     output_csv: Path
     unpredicted: list[str] = field(default_factory=list)  # ground-truth cases with no prediction
-
-    @property
-    def columns(self) -> list[str]:
-        return [column for column in self.mean if column != "case"]
 
     @property
     def mean_dice(self) -> float:
