@@ -121,16 +121,16 @@ class Anatomy:
         return self.half_depth - self.spine_to_back
 
 
-def draw_anatomy(rng: np.random.Generator, midline_x, spine_y, kidney_z) -> Anatomy:
-    """A body of plausible, varied size around the given anchors (mm)."""
+def draw_anatomy(rng: np.random.Generator, midline_x, spine_y, kidney_z, scale=1.0) -> Anatomy:
+    """A body of plausible, varied size around the given anchors (mm), ``scale`` times bigger."""
     return Anatomy(
         midline_x=float(midline_x),
         spine_y=float(spine_y),
         kidney_z=float(kidney_z),
-        half_width=float(rng.uniform(128, 158)),
-        half_depth=float(rng.uniform(92, 118)),
-        spine_to_back=float(rng.uniform(62, 82)),
-        fat_mm=float(rng.uniform(10, 32)),
+        half_width=float(rng.uniform(128, 158) * scale),
+        half_depth=float(rng.uniform(92, 118) * scale),
+        spine_to_back=float(rng.uniform(62, 82) * scale),
+        fat_mm=float(rng.uniform(10, 32) * scale),
         wall_mm=float(rng.uniform(8, 13)),
     )
 
@@ -148,13 +148,20 @@ def linear_weights(n_out: int, out_spacing: float, n_in: int, in_spacing: float)
 
 
 def upsample(array: np.ndarray, weights: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Separable linear interpolation: ``weights[k]`` from ``linear_weights`` for axis k."""
+    """Separable linear interpolation: ``weights[k]`` from ``linear_weights`` for axis k.
+
+    Axes with the fewest output samples go first, keeping the intermediate arrays small.
+    """
     out = array
-    for axis, (lower, weight) in enumerate(weights):
+    for axis in sorted(range(array.ndim), key=lambda a: len(weights[a][0])):
+        lower, weight = weights[axis]
         upper = np.minimum(lower + 1, array.shape[axis] - 1)
         w = weight.reshape([-1 if k == axis else 1 for k in range(array.ndim)])
         low = out.take(lower, axis=axis)
-        out = low + (out.take(upper, axis=axis) - low) * w
+        out = out.take(upper, axis=axis)
+        out -= low  # in place: out = low + (high - low) * w, without temporaries
+        out *= w
+        out += low
     return out
 
 
@@ -213,6 +220,13 @@ class Canvas:
             allowed[list(only_on)] = True
             mask = mask & allowed[view]
         view[mask] = tissue
+
+    def paint_points(self, tissue: T, points, only_on) -> None:
+        """Paint voxels given as index arrays, where the current tissue is one of ``only_on``."""
+        allowed = np.zeros(256, bool)
+        allowed[list(only_on)] = True
+        ok = allowed[self.tissue[points]]
+        self.tissue[tuple(p[ok] for p in points)] = tissue
 
     def ellipsoid(self, tissue: T, centre, radii, only_on=None) -> None:
         centre, radii = np.asarray(centre, np.float32), np.asarray(radii, np.float32)
@@ -384,9 +398,10 @@ def _paint_spine(canvas: Canvas, rng: np.random.Generator) -> None:
 
 
 def _paint_ribs(canvas: Canvas, anatomy: Anatomy, rng: np.random.Generator) -> None:
-    """Rib arcs in the body wall, sloping down towards the front, from mid-kidney upwards.
+    """Rib arcs in the body wall, sloping steeply down towards the front, from mid-kidney up.
 
-    Each rib: a cortical shell around marrow, about 9 mm high and 9 mm deep.
+    Each rib: a cortical shell around marrow, about 9 mm high and 9 mm deep. Painted pixel by
+    pixel of the arc (a thin ring), which is far cheaper than 3D masks over the whole slab.
     """
     u2, v2 = canvas.axes[0][:, None], canvas.axes[1][None, :]
     inset = anatomy.fat_mm + anatomy.wall_mm * 0.5
@@ -394,21 +409,24 @@ def _paint_ribs(canvas: Canvas, anatomy: Anatomy, rng: np.random.Generator) -> N
         u2, v2, anatomy.half_width - inset, anatomy.half_depth - inset, anatomy.body_centre_y
     )
     radial = np.abs(f - 1) * min(anatomy.half_width, anatomy.half_depth)  # mm from the arc
-    angle = np.arctan2(v2 - anatomy.body_centre_y, np.abs(u2))  # -pi/2 back .. pi/2 front
-    drop = ((angle + np.pi / 2) * 30)[:, :, None]  # mm lower at the front: steep, as real ribs
-    max_drop = float(drop.max())
+    ix, iy = np.nonzero(radial < 4.5)
+    radial = radial[ix, iy]
+    angle = np.arctan2(canvas.axes[1][iy] - anatomy.body_centre_y, np.abs(canvas.axes[0][ix]))
+    drop = (angle + np.pi / 2) * 30  # mm lower at the front (-pi/2: back, pi/2: front)
+    w0, dz = float(canvas.axes[2][0]), canvas.spacing[2]
     bones = (T.MUSCLE, T.FAT, T.VISCERAL_FAT, T.LUNG)
-    for level in np.arange(rng.uniform(-35, -15), canvas.axes[2][-1] + 60, rng.uniform(22, 27)):
-        found = canvas.region((-1e4, -1e4, level - max_drop - 5), (1e4, 1e4, level + 5))
-        if found is None:
-            continue
-        slices, _, _, w = found
+    for level in np.arange(rng.uniform(-35, -15), canvas.axes[2][-1] + 100, rng.uniform(22, 27)):
         reach = -0.6 + (level + 30) / 80  # lower ribs stop at the side, upper ones go round
-        along = (angle < reach)[:, :, None]
-        height = np.abs(w - (level - drop))
-        canvas.paint(T.CORTICAL, slices, along & (radial < 4.5)[:, :, None] & (height < 4.5), bones)
-        marrow = along & (radial < 2.5)[:, :, None] & (height < 2.5)
-        canvas.paint(T.CANCELLOUS, slices, marrow, (T.CORTICAL,))
+        centre = level - drop
+        for tissue, half, only_on in ((T.CORTICAL, 4.5, bones), (T.CANCELLOUS, 2.5, (T.CORTICAL,))):
+            keep = (angle < reach) & (radial < half)
+            first = np.ceil((centre[keep] - half - w0) / dz).astype(np.int64)
+            for step in range(int(np.ceil(2 * half / dz)) + 1):
+                iz = first + step
+                inside = (iz * dz + w0 < centre[keep] + half) & (iz >= 0)
+                inside &= iz < canvas.tissue.shape[2]
+                points = (ix[keep][inside], iy[keep][inside], iz[inside])
+                canvas.paint_points(tissue, points, only_on)
 
 
 def tissue_means(config: BodyConfig, rng: np.random.Generator) -> np.ndarray:
@@ -443,12 +461,20 @@ def correlated_noise(shape, config: BodyConfig, std_hu: float, rng) -> np.ndarra
 
 
 def upsample_into(out: np.ndarray, work: np.ndarray, weights) -> None:
-    """``out`` (int16, maybe a strided view) = rounded, clipped linear upsampling of ``work``."""
-    lower0, weight0 = weights[0]
-    for start in range(0, out.shape[0], _UPSAMPLE_CHUNK_ROWS):
+    """``out`` (int16, maybe a strided view) = rounded, clipped linear upsampling of ``work``.
+
+    Works in slabs along the axis that is slowest in ``out``'s memory, so each slab is one
+    contiguous block of the output whatever the view's axis order.
+    """
+    axis = int(np.argmax(np.abs(out.strides)))
+    for start in range(0, out.shape[axis], _UPSAMPLE_CHUNK_ROWS):
         rows = slice(start, start + _UPSAMPLE_CHUNK_ROWS)
-        chunk = upsample(work, [(lower0[rows], weight0[rows]), *weights[1:]])
-        out[rows] = to_int16(chunk)
+        slab_weights = list(weights)
+        slab_weights[axis] = (weights[axis][0][rows], weights[axis][1][rows])
+        index = tuple(rows if k == axis else slice(None) for k in range(out.ndim))
+        slab = upsample(work, slab_weights)
+        np.rint(slab, out=slab)
+        out[index] = np.clip(slab, HU_MIN, HU_MAX, out=slab)  # cast to int16 on assignment
 
 
 def to_int16(hu: np.ndarray) -> np.ndarray:

@@ -242,7 +242,9 @@ def _render(labels, affine, config: PhantomConfig, rng, anatomy: Anatomy | None)
         linear_weights(n, s, m, ws)
         for n, s, m, ws in zip(labels_ras.shape, spacing, work_shape, work_spacing, strict=True)
     ]
-    upsample_into(hu_ras, body_hu(canvas, means, body, rng) + noise, weights)
+    # Upsample in the output's own memory order: writing through the RAS view is much slower.
+    work = body_hu(canvas, means, body, rng) + noise
+    upsample_into(hu, *_in_native_layout(work, weights, to_ras))
     del canvas
 
     for box in boxes:
@@ -255,6 +257,21 @@ def _render(labels, affine, config: PhantomConfig, rng, anatomy: Anatomy | None)
         box_hu += upsample(noise, box_weights)
         hu_ras[box][decided] = to_int16(box_hu[decided])
     return hu, anatomy
+
+
+def _in_native_layout(work_ras: np.ndarray, weights_ras, to_ras):
+    """The RAS-layout work array and upsampling weights, in the output array's axis order.
+
+    Native axis k is RAS axis ``to_ras[k, 0]``, reversed where ``to_ras[k, 1]`` is -1: reversing
+    the weights (not the work array) makes output index i read RAS index n - 1 - i.
+    """
+    order = [int(axis) for axis, _flip in to_ras]
+    work = np.ascontiguousarray(work_ras.transpose(order))
+    weights = []
+    for axis, flip in to_ras:
+        lower, weight = weights_ras[int(axis)]
+        weights.append((lower[::-1], weight[::-1]) if flip < 0 else (lower, weight))
+    return work, weights
 
 
 def _label_boxes(labels_ras, spacing, margin_mm: float) -> list[tuple[slice, slice, slice]]:
@@ -330,19 +347,24 @@ def _label_groups(labels_ras, spacing, boxes) -> list[_Group]:
 
 
 def _anatomy_from_labels(labels_ras, spacing, boxes, rng) -> Anatomy:
-    """Place the spine between (or beside) the labelled kidneys, at their height."""
+    """Place the spine between (or beside) the labelled kidneys, at their height.
+
+    Scanners fit the field of view to the patient, so the body is scaled to fill about 72 % of
+    the field's width (within 0.9-1.25 of the default size).
+    """
     extent = np.array([(n - 1) * s for n, s in zip(labels_ras.shape, spacing, strict=True)])
+    scale = float(np.clip(0.72 * extent[0] / (2 * 143), 0.9, 1.25))
     groups = _label_groups(labels_ras, spacing, boxes)
     kidneys = [g for g in groups if g.volume_ml >= 0.2 * groups[0].volume_ml][:2] if groups else []
     if not kidneys:
-        return draw_anatomy(rng, extent[0] / 2, extent[1] / 2 - 20, extent[2] / 2)
+        return draw_anatomy(rng, extent[0] / 2, extent[1] / 2 - 20, extent[2] / 2, scale)
     centres = np.array([k.centre_mm for k in kidneys])
     if len(kidneys) == 2 and abs(centres[0, 0] - centres[1, 0]) > 60:
         midline = centres[:, 0].mean()
     else:  # one kidney: it is on the side of the field of view's centre it lies on
         side = 1 if centres[0, 0] > extent[0] / 2 else -1
         midline = centres[0, 0] - side * 62
-    return draw_anatomy(rng, midline, centres[:, 1].mean() + 8, centres[:, 2].mean())
+    return draw_anatomy(rng, midline, centres[:, 1].mean() + 8, centres[:, 2].mean(), scale)
 
 
 def _fit_body(anatomy: Anatomy, labels_ras, spacing, boxes) -> Anatomy:
