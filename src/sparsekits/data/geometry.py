@@ -24,8 +24,8 @@ import scipy.ndimage as ndi
 _AXIS_ALIGNED_TOLERANCE = 1e-6
 # Voxel-index tolerance for points that fall exactly on a voxel edge.
 _EDGE_TOLERANCE = 1e-6
-# Output voxels per chunk on the general (oblique) resampling path, to bound scipy's buffers.
-_OBLIQUE_CHUNK_VOXELS = 16_000_000
+# Output voxels per slab on the general (oblique) path: bounds its coordinate buffers (~50 MB).
+_OBLIQUE_CHUNK_VOXELS = 2_000_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,7 +132,7 @@ def resample(array: np.ndarray, src: Grid, dst: Grid, order: int, cval: float = 
     half a voxel outside ``src`` take the edge value; points farther out take ``cval``.
     When the grids differ by an axis permutation/flip plus per-axis scale and shift (the normal
     case: source <-> stage grid, stage crop <-> source sub-box), the work is separable per axis and
-    touches only the source sub-box it needs; otherwise scipy's affine_transform runs in chunks.
+    touches only the source sub-box it needs; otherwise scipy's map_coordinates runs in slabs.
     """
     if array.shape != src.shape:
         raise ValueError(f"array shape {array.shape} does not match grid {src.shape}")
@@ -229,21 +229,26 @@ def _linear_along(array: np.ndarray, axis: int, position: np.ndarray) -> np.ndar
 
 
 def _resample_oblique(array, index_map, shape, order, cval) -> np.ndarray:
-    dtype = array.dtype if order == 0 else np.float32
-    out = np.empty(shape, dtype=dtype)
+    """The general case, slab by slab along the last destination axis (bounded buffers), with
+    the same edge rule as the separable path."""
+    out = np.empty(shape, dtype=array.dtype if order == 0 else np.float32)
     slab = max(1, _OBLIQUE_CHUNK_VOXELS // max(1, shape[0] * shape[1]))
     for start in range(0, shape[2], slab):
         stop = min(shape[2], start + slab)
-        offset = index_map[:3, 3] + index_map[:3, 2] * start
-        ndi.affine_transform(
-            array,
-            index_map[:3, :3],
-            offset=offset,
-            output_shape=(shape[0], shape[1], stop - start),
-            output=out[:, :, start:stop],
+        index = np.indices((shape[0], shape[1], stop - start), dtype=np.float64)
+        index[2] += start
+        positions = np.einsum("ij,j...->i...", index_map[:3, :3], index)
+        positions += index_map[:3, 3, None, None, None]
+        values = ndi.map_coordinates(
+            array.view(np.uint8) if array.dtype == bool else array,  # scipy has no bool arrays
+            positions,
+            output=np.uint8 if out.dtype == bool else out.dtype,
             order=order,
-            mode="constant",
-            cval=cval,
-            prefilter=False,
+            mode="nearest",
         )
+        outside = np.zeros(values.shape, dtype=bool)
+        for axis, n in enumerate(array.shape):
+            outside |= (positions[axis] < -0.5) | (positions[axis] >= n - 0.5)
+        values[outside] = cval
+        out[:, :, start:stop] = values
     return out
