@@ -166,7 +166,8 @@ def main() -> None:
         f"--warmup {args.warmup} --dense-limit-gb {args.dense_limit_gb:g}"
     )
     start = time.perf_counter()
-    body = report(run(args.voxels, args.repeats, args.dense_limit_gb), command, args.dense_limit_gb)
+    results = run(args.voxels, args.repeats, args.warmup, args.dense_limit_gb)
+    body = report(results, command, args.dense_limit_gb)
     print(body)
     print(f"(benchmark wall time {time.perf_counter() - start:.0f} s)")
     if not args.no_write:
