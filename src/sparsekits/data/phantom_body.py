@@ -114,6 +114,7 @@ class Anatomy:
     spine_to_back: float  # vertebral centre to the posterior skin (mm)
     fat_mm: float  # subcutaneous fat thickness
     wall_mm: float  # abdominal wall muscle thickness
+    hila: tuple[tuple[float, float, float], ...] = ()  # renal hila (grid mm), where known
 
     @property
     def body_centre_y(self) -> float:
@@ -263,7 +264,7 @@ def paint_body(canvas: Canvas, anatomy: Anatomy, rng: np.random.Generator) -> No
     _paint_muscles(canvas, rng)
     _paint_organs(canvas, rng)
     _paint_bowel(canvas, rng)
-    _paint_vessels(canvas, rng)
+    _paint_vessels(canvas, anatomy, rng)
     _paint_spine(canvas, rng)
     _paint_ribs(canvas, anatomy, rng)
 
@@ -370,10 +371,23 @@ def _paint_bowel(canvas: Canvas, rng: np.random.Generator) -> None:
             canvas.ellipsoid(T.GAS, gas_at, (loop_radius * 0.6,) * 3, (T.BOWEL_FLUID,))
 
 
-def _paint_vessels(canvas: Canvas, rng: np.random.Generator) -> None:
+_AORTA_UV, _IVC_UV = (-16.0, 30.0), (23.0, 32.0)
+
+
+def _paint_vessels(canvas: Canvas, anatomy: Anatomy, rng: np.random.Generator) -> None:
+    """Aorta and IVC beside the spine; renal veins and arteries to the hila where known."""
     not_bone = (T.VISCERAL_FAT, T.MUSCLE, T.BOWEL_WALL, T.BOWEL_FLUID, T.STOOL, T.LIVER)
-    canvas.column(T.AORTA, (-16, 30), (rng.uniform(9, 13),) * 2, (-95, 1e4), not_bone)
-    canvas.column(T.IVC, (23, 32), (13, 9), (-95, 1e4), not_bone)
+    canvas.column(T.AORTA, _AORTA_UV, (rng.uniform(9, 13),) * 2, (-95, 1e4), not_bone)
+    canvas.column(T.IVC, _IVC_UV, (13, 9), (-95, 1e4), not_bone)
+    anchors = np.array([anatomy.midline_x, anatomy.spine_y, anatomy.kidney_z])
+    for hilum in anatomy.hila:
+        u, v, w = np.asarray(hilum) - anchors
+        # the left renal vein crosses in front of the aorta to reach the IVC
+        via = [(_AORTA_UV[0], _AORTA_UV[1] + 16, w)] if u < 0 else []
+        vein = [(u, v, w), *via, (*_IVC_UV, w)]
+        canvas.tube(T.IVC, vein, rng.uniform(3.5, 5.5), only_on=not_bone)
+        artery = [(u, v - 6, w + 4), (*_AORTA_UV, w + 8)]
+        canvas.tube(T.AORTA, artery, rng.uniform(2.0, 3.0), only_on=(*not_bone, T.IVC))
 
 
 def _paint_spine(canvas: Canvas, rng: np.random.Generator) -> None:

@@ -321,7 +321,9 @@ def _paint_fat_shell(canvas: Canvas, labels_ras, spacing, box, look, body, rng) 
     distance = ndi.distance_transform_edt(~sampled, sampling=canvas.spacing)
     field_ = smooth_field(sampled.shape, canvas.spacing, 25.0, rng)
     thickness = np.clip(look.perirenal_fat_mm * (1 + 0.6 * field_), thinnest, thickest)
-    canvas.paint(T.PERIRENAL_FAT, tuple(index_ranges), distance <= thickness)
+    # Fat replaces loose tissue only: kidneys may still touch liver, spleen, muscle and vessels.
+    loose = (T.VISCERAL_FAT, T.BOWEL_WALL, T.BOWEL_FLUID, T.STOOL, T.GAS, T.LUNG)
+    canvas.paint(T.PERIRENAL_FAT, tuple(index_ranges), distance <= thickness, only_on=loose)
 
 
 @dataclass(frozen=True)
@@ -412,6 +414,7 @@ def _synthetic_case(shape, spacing, orientation: str, config: PhantomConfig, rng
     )
     labels_ras = np.zeros(shape, np.uint8)
     info = _paint_kidneys(labels_ras, spacing, anatomy, config, rng)
+    anatomy = dataclasses.replace(anatomy, hila=tuple(info.pop("hila")))
     affine_ras = np.diag([*spacing, 1.0])
     affine_ras[:3, 3] = -extent / 2  # the volume's centre at the world origin
     labels, affine = _reoriented(labels_ras, affine_ras, orientation)
@@ -423,10 +426,10 @@ def _paint_kidneys(labels, spacing, anatomy: Anatomy, config: PhantomConfig, rng
     """Kidneys (1), then cysts (3), then tumours (2): KiTS23's paint order."""
     anchors = np.array([anatomy.midline_x, anatomy.spine_y, anatomy.kidney_z])
     sides = [1, -1] if rng.random() < config.both_kidneys_p else [int(rng.choice([1, -1]))]
-    kidneys = []
+    kidneys, hila = [], []
     for side in sides:
         offset = (
-            side * rng.uniform(55, 68),
+            side * rng.uniform(62, 76),
             rng.uniform(-12, 2),
             -side * 8 + rng.normal(0, 8),  # the right kidney sits a little lower
         )
@@ -447,10 +450,12 @@ def _paint_kidneys(labels, spacing, anatomy: Anatomy, config: PhantomConfig, rng
             1,
         )
         kidneys.append((centre, axes, radii))
+        hila.append(tuple(float(c) for c in centre - axes[:, 0] * radii[0]))
     info = {
         "kidneys": ["right" if s > 0 else "left" for s in sides],
         "tumour_diameters_mm": [],
         "cyst_diameters_mm": [],
+        "hila": hila,
     }
     for label, key, p, diameter_range, depth_range, log in (
         (3, "cyst_diameters_mm", config.cyst_p, config.cyst_diameter_mm, (-0.5, 0.3), False),
