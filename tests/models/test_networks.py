@@ -190,3 +190,23 @@ def test_presets_and_config_validation():
     changed = {**PRESETS["paper"].to_dict(), "depths": [1, 1, 1, 1, 1, 1]}
     with pytest.raises(ValueError, match="differs from the 'paper' preset"):
         ModelConfig.from_dict(changed)
+
+
+@pytest.mark.cuda
+def test_twins_agree_on_cuda_and_train_under_bf16_autocast(monkeypatch):
+    from sparsekits.train.losses import deep_supervision_dice_loss
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # exact fp32 for the compare
+    sparse, dense = small_twins(seed=6)
+    sparse, dense = sparse.cuda(), dense.cuda()
+    volume = torch.randn(2, 1, 16, 16, 8, device="cuda")
+    with torch.inference_mode():
+        assert_twins_agree(sparse(full_grid(volume)), dense(volume), (16, 16, 8))
+    x = full_grid(volume)
+    targets = x.replace((x.features > 0).float().expand(-1, 3).contiguous())
+    sparse.train()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = deep_supervision_dice_loss(sparse(x), targets)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in sparse.encoder.parameters())
