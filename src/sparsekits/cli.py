@@ -95,6 +95,8 @@ def _benchmark(args: argparse.Namespace) -> int:
         device=args.device,
         json_path=args.json,
         out_dir=args.out,
+        labels=args.labels,
+        kidney_labels=args.kidney_labels,
     )
     return 0
 
@@ -176,6 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path("benchmark_out"))
+    p.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="label map on the CT's grid that places the kidney ROI (needed for stage 2)",
+    )
+    p.add_argument(
+        "--kidney-labels",
+        type=lambda text: tuple(int(v) for v in text.split(",")),
+        default=(1, 2, 3),
+        help="label values of the kidneys in --labels (default 1,2,3: KiTS23; "
+        "TotalSegmentator v1: 2,3)",
+    )
     p.set_defaults(func=_benchmark)
     return parser
 

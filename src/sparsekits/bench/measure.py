@@ -44,15 +44,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_in_fresh_process(target: str, timeout: float | None = None, **kwargs) -> dict:
+def run_in_fresh_process(
+    target: str, timeout: float | None = None, python: str | None = None, **kwargs
+) -> dict:
     """Call ``"package.module:function"(**kwargs)`` in a new Python process.
 
     The function returns a JSON-serialisable dict; this adds ``peak_rss_mb`` of that process.
-    Raises RuntimeError with the child's stderr tail if it fails.
+    ``python`` picks another interpreter (default: this one), e.g. a separate venv whose packages
+    cannot share this environment. Raises RuntimeError with the child's stderr tail if it fails.
     """
     payload = json.dumps({"target": target, "kwargs": kwargs})
     proc = subprocess.run(
-        [sys.executable, "-m", "sparsekits.bench.measure", payload],
+        [python or sys.executable, "-m", "sparsekits.bench.measure", payload],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -1,0 +1,150 @@
+"""What the benchmarks feed the networks: one CT's stage-1 grid, a kidney ROI crop, sweep variants.
+
+The ROI comes from a label map (ground truth or an organ map), because a benchmark's networks
+have random weights and their stage-1 output would place no meaningful ROI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sparsekits.config import ROI, STAGE1, STAGE2, StageConfig
+from sparsekits.data.geometry import Grid, resample, stage_grid_for
+from sparsekits.data.io import Image, read_image
+from sparsekits.data.preprocess import OUTSIDE_HU
+from sparsekits.data.roi import extract_roi_components, roi_crop_grid
+from sparsekits.data.sample import Sample
+from sparsekits.data.sparsify import body_box, box_slices, sparsify
+from sparsekits.errors import InputError
+
+# Every int16 HU value: a window that keeps each voxel.
+ALL_HU = (-32768.0, 32767.0)
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One sparsity level of the stage-2 crop: an HU window, inside the ROI or over the box."""
+
+    hu_window: tuple[float, float]
+    inside_roi: bool = True
+
+    @property
+    def label(self) -> str:
+        low, high = self.hu_window
+        window = "all HU" if self.hu_window == ALL_HU else f"[{low:g}, {high:g}]"
+        return f"{window}, {'ROI' if self.inside_roi else 'whole box'}"
+
+
+# Narrow windows up to the paper's, then the whole ROI, then the paper's window and everything
+# over the whole crop box (kept fraction 1).
+DEFAULT_SWEEP = (
+    SweepPoint((20.0, 60.0)),
+    SweepPoint((0.0, 100.0)),
+    SweepPoint((-100.0, 200.0)),
+    SweepPoint(STAGE2.hu_window),
+    SweepPoint(ALL_HU),
+    SweepPoint(STAGE2.hu_window, inside_roi=False),
+    SweepPoint(ALL_HU, inside_roi=False),
+)
+
+
+@dataclass
+class BenchCase:
+    """One CT, its kidney mask on the CT's grid, and the stage grids derived from them."""
+
+    name: str
+    image: Image
+    kidney: np.ndarray  # bool, the image's shape
+
+    @classmethod
+    def load(cls, image_path: Path, labels_path: Path, kidney_labels: Sequence[int]) -> BenchCase:
+        image = read_image(image_path)
+        labels = read_image(labels_path, require_hu=False)
+        if not labels.grid.same_as(image.grid):
+            raise InputError(labels_path, f"label map grid {labels.grid} differs from the CT's")
+        kidney = np.isin(labels.array, np.asarray(kidney_labels))
+        if not kidney.any():
+            raise InputError(labels_path, f"no voxel with a kidney label {list(kidney_labels)}")
+        name = image_path.name.removesuffix(".gz").removesuffix(".nii")
+        return cls(name, image, kidney)
+
+    def stage1_grid(self) -> Grid:
+        return stage_grid_for(self.image.grid, STAGE1.spacing_mm)
+
+    def roi_components(self) -> list[np.ndarray]:
+        """Dilated kidney components on the stage-1 grid, largest first (as stage 1 cuts them)."""
+        grid1 = self.stage1_grid()
+        kidney1 = resample(self.kidney.astype(np.uint8), self.image.grid, grid1, order=0) > 0
+        return extract_roi_components(kidney1, STAGE1.spacing_mm, ROI)
+
+
+def resample_hu(image: Image, grid: Grid) -> np.ndarray:
+    """The CT on ``grid`` (linear), int16, air outside the scan."""
+    return np.rint(resample(image.array, image.grid, grid, order=1, cval=OUTSIDE_HU)).astype(
+        np.int16
+    )
+
+
+def stage1_sample(case: BenchCase) -> Sample:
+    """The whole scan on the 1.99 mm grid, cropped to the body box (the dense twin's input)."""
+    grid = case.stage1_grid()
+    hu = resample_hu(case.image, grid)
+    lo, hi = body_box(hu)
+    hu = hu[box_slices(lo, hi)]
+    return _sample(case, STAGE1, hu, grid.crop(lo, hi), roi_mask=None)
+
+
+def stage2_sample(case: BenchCase, component: int = 0) -> Sample:
+    """Kidney ROI ``component`` (0 = largest) at 0.78 mm: its crop box, kept = ROI and window."""
+    components = case.roi_components()
+    if not components:
+        raise InputError(case.name, "the kidney mask gives no ROI component on the stage-1 grid")
+    roi = components[min(component, len(components) - 1)]
+    crop = roi_crop_grid(roi, case.stage1_grid(), STAGE2)
+    hu = resample_hu(case.image, crop)
+    inside = resample(roi.astype(np.uint8), case.stage1_grid(), crop, order=0) > 0
+    return _sample(case, STAGE2, hu, crop, roi_mask=inside)
+
+
+def sweep_sample(stage2: Sample, point: SweepPoint) -> Sample:
+    """``stage2``'s crop sparsified with ``point``'s window, inside the ROI or over the box."""
+    config = dataclasses.replace(STAGE2, hu_window=point.hu_window)
+    mask = stage2.roi_mask if point.inside_roi else None
+    coords, features = sparsify(stage2.hu, config, mask)
+    meta = {**stage2.meta, "sweep": point.label, "kept_fraction": len(coords) / stage2.hu.size}
+    return dataclasses.replace(stage2, coords=coords, features=features, meta=meta)
+
+
+def _sample(
+    case: BenchCase, config: StageConfig, hu: np.ndarray, grid: Grid, roi_mask: np.ndarray | None
+) -> Sample:
+    coords, features = sparsify(hu, config, roi_mask)
+    return Sample(
+        case_id=case.name,
+        stage=config.stage,
+        roi_index=-1 if roi_mask is None else 0,
+        hu=hu,
+        affine=grid.affine.copy(),
+        coords=coords,
+        features=features,
+        roi_mask=roi_mask,
+        meta={"kept_fraction": len(coords) / hu.size, "source": str(case.image.path)},
+    )
+
+
+def plan_grid(source: Grid, spacing_xyz: tuple[float, float, float]) -> Grid:
+    """The canonical grid covering ``source`` at anisotropic ``spacing_xyz`` (nnU-Net's target
+    spacing: in-plane x, y finer than the slice axis z), centred like ``stage_grid_for``."""
+    finest = min(spacing_xyz)
+    fine = stage_grid_for(source, finest)
+    ratio = np.asarray(spacing_xyz, dtype=float) / finest
+    shape = np.maximum(1, np.ceil(np.asarray(fine.shape) / ratio - 1e-6)).astype(np.int64)
+    index_map = np.eye(4)  # plan-grid index -> fine-grid index
+    index_map[:3, :3] = np.diag(ratio)
+    index_map[:3, 3] = (np.asarray(fine.shape) - 1) / 2 - ratio * (shape - 1) / 2
+    return Grid(tuple(shape), fine.affine @ index_map)
