@@ -58,6 +58,7 @@ def write_dicom_series(
     direction=(1, 0, 0, 0, 1, 0, 0, 0, 1),
     series_uid: str = "1.2.826.0.1.3680043.2.1125.1",
     skip_slices: tuple[int, ...] = (),
+    file_prefix: str | None = None,
 ):
     """Write ``hu`` [X, Y, Z] as a CT DICOM series with SimpleITK (LPS geometry); return the
     SimpleITK image it came from."""
@@ -86,7 +87,7 @@ def write_dicom_series(
             ("0008|0018", f"{series_uid}.{k + 1}"),
         ):
             plane.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"{series_uid}-{k:03d}.dcm"))
+        writer.SetFileName(str(folder / f"{file_prefix or series_uid}-{k:03d}.dcm"))
         writer.Execute(plane)
     return volume
 

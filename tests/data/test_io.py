@@ -82,6 +82,22 @@ def test_dicom_series_with_missing_slice_is_refused(tmp_path):
         read_image(tmp_path / "gappy")
 
 
+def test_one_series_uid_with_two_acquisitions_is_refused(tmp_path):
+    hu, _ = synthetic_case(shape=(16, 16, 4))
+    write_dicom_series(tmp_path / "twice", hu, file_prefix="first")
+    write_dicom_series(tmp_path / "twice", hu, file_prefix="second")
+    with pytest.raises(InputError, match="DICOM slices share positions"):
+        read_image(tmp_path / "twice")
+
+
+def test_nifti2_gz_is_read(tmp_path):
+    hu, _ = synthetic_case()
+    nib.save(nib.Nifti2Image(hu, LPS_AFFINE), tmp_path / "ct2.nii.gz")
+    image = read_image(tmp_path / "ct2.nii.gz")
+    np.testing.assert_array_equal(image.array, hu)
+    np.testing.assert_allclose(image.grid.affine, LPS_AFFINE)
+
+
 def test_empty_folder_has_no_series(tmp_path):
     with pytest.raises(InputError, match="no DICOM series"):
         read_image(tmp_path)
