@@ -114,7 +114,8 @@ def test_grid_crop_to_dict_and_box_covering():
     crop = grid.crop((5, 6, 7), (15, 26, 17))
     assert crop.shape == (10, 20, 10)
     np.testing.assert_allclose(crop.affine[:3, 3], (LPS_AFFINE @ [5, 6, 7, 1])[:3])
-    assert Grid.from_dict(crop.to_dict()).same_as(crop)
+    assert Grid.from_dict(crop.to_dict()) == crop and crop != grid
+    assert len({crop, Grid.from_dict(crop.to_dict())}) == 1
     lo, hi = grid.box_covering(crop)
     assert tuple(lo) == (5, 6, 7) and tuple(hi) == (15, 26, 17)
 

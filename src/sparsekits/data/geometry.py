@@ -94,6 +94,15 @@ class Grid:
         """Same shape and (within ``atol_mm``) the same affine."""
         return self.shape == other.shape and np.allclose(self.affine, other.affine, atol=atol_mm)
 
+    def __eq__(self, other: object) -> bool:
+        """Exactly the same grid (``same_as`` allows a tolerance)."""
+        if not isinstance(other, Grid):
+            return NotImplemented
+        return self.shape == other.shape and np.array_equal(self.affine, other.affine)
+
+    def __hash__(self) -> int:
+        return hash((self.shape, self.affine.tobytes()))
+
     def to_dict(self) -> dict:
         return {"shape": list(self.shape), "affine": self.affine.tolist()}
 
