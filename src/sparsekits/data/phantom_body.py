@@ -98,7 +98,7 @@ class BodyConfig:
     tumour_hu: tuple[float, float] = (60.0, 120.0)  # per-case base, before texture
     tumour_texture_hu: float = 22.0
     tumour_hu_limits: tuple[float, float] = (40.0, 150.0)
-    cyst_hu: tuple[float, float] = (3.0, 17.0)
+    cyst_hu: tuple[float, float] = (5.0, 15.0)
     tissues: dict[T, Tissue] = field(default_factory=lambda: dict(TISSUES))
 
 
@@ -176,7 +176,8 @@ def smooth_field(shape, spacing, correlation_mm: float, rng: np.random.Generator
         linear_weights(n, s, m, correlation_mm)
         for n, s, m in zip(shape, spacing, coarse_shape, strict=True)
     ]
-    # Linear interpolation of unit white noise has std between 1/sqrt(8)^... and 1: rescale.
+    # Linear interpolation keeps (1-t)^2 + t^2, on average 2/3, of the variance per axis:
+    # std sqrt(2/3)^3 = 0.544 in 3D.
     return upsample(coarse, weights) / np.float32(0.55)
 
 
@@ -267,6 +268,7 @@ def paint_body(canvas: Canvas, anatomy: Anatomy, rng: np.random.Generator) -> No
     _paint_vessels(canvas, anatomy, rng)
     _paint_spine(canvas, rng)
     _paint_ribs(canvas, anatomy, rng)
+    _paint_pelvis(canvas, anatomy, rng)
 
 
 _SOFT = (T.VISCERAL_FAT, T.LUNG)
@@ -403,7 +405,7 @@ def _paint_spine(canvas: Canvas, rng: np.random.Generator) -> None:
     canal = (u / 9) ** 2 + ((v + 29) / 8) ** 2
     ring = (u / 15) ** 2 + ((v + 29) / 14) ** 2
     spinous = (np.abs(u) < 4) & (v < -38) & (v > -72)
-    transverse = (np.abs(u) > 12) & (np.abs(u) < 52) & (np.abs(v + 24) < 5)
+    transverse = (np.abs(u) > 12) & (np.abs(u) < 42) & (np.abs(v + 24) < 5)
     posterior = ((ring <= 1) & (v < -29) | spinous | transverse) & mid_vertebra
     canvas.paint(T.CORTICAL, slices, ((body <= 1) & ~in_disc) | posterior)
     canvas.paint(T.CANCELLOUS, slices, (body <= 0.72) & ~in_disc)
@@ -441,6 +443,27 @@ def _paint_ribs(canvas: Canvas, anatomy: Anatomy, rng: np.random.Generator) -> N
                 inside &= iz < canvas.tissue.shape[2]
                 points = (ix[keep][inside], iy[keep][inside], iz[inside])
                 canvas.paint_points(tissue, points, only_on)
+
+
+def _paint_pelvis(canvas: Canvas, anatomy: Anatomy, rng: np.random.Generator) -> None:
+    """Iliac wings below the crest (about L4), gluteal muscle behind them."""
+    crest = -rng.uniform(95, 120)
+    found = canvas.region((-1e4, -1e4, -1e4), (1e4, 1e4, crest))
+    if found is None:
+        return
+    slices, u, v, _ = found
+    au, v2 = np.abs(u[:, :, 0]), v[:, :, 0]
+    start, end = np.array([42.0, -42.0]), np.array([rng.uniform(115, 135), rng.uniform(5, 25)])
+    along = end - start
+    t = np.clip(((au - start[0]) * along[0] + (v2 - start[1]) * along[1]) / (along @ along), 0, 1)
+    distance = np.hypot(au - start[0] - t * along[0], v2 - start[1] - t * along[1])
+    behind = (v2 - start[1]) * along[0] - (au - start[0]) * along[1] < 0
+    inside = _outline_2d(canvas, anatomy, anatomy.fat_mm)
+    gluteal = behind & inside & (au > start[0]) & (au < end[0] + 10)
+    soft = (T.FAT, T.VISCERAL_FAT, T.MUSCLE, T.BOWEL_WALL, T.BOWEL_FLUID, T.STOOL, T.GAS)
+    canvas.paint(T.MUSCLE, slices, gluteal[:, :, None], soft)
+    canvas.paint(T.CORTICAL, slices, (distance < 5)[:, :, None], (*soft, T.AORTA, T.IVC))
+    canvas.paint(T.CANCELLOUS, slices, (distance < 2.5)[:, :, None], (T.CORTICAL,))
 
 
 def tissue_means(config: BodyConfig, rng: np.random.Generator) -> np.ndarray:

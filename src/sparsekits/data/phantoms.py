@@ -47,7 +47,6 @@ from sparsekits.errors import InputError
 from sparsekits.fileio import atomic_path
 
 RAS = ("R", "A", "S")
-KITS_ORIENTATION = "IPL"  # KiTS23 images: (slices, rows, columns), first axis inferior
 
 
 @dataclass(frozen=True)
@@ -366,7 +365,7 @@ def _anatomy_from_labels(labels_ras, spacing, boxes, rng) -> Anatomy:
     else:  # one kidney: it is on the side of the field of view's centre it lies on
         side = 1 if centres[0, 0] > extent[0] / 2 else -1
         midline = centres[0, 0] - side * 62
-    return draw_anatomy(rng, midline, centres[:, 1].mean() + 8, centres[:, 2].mean(), scale)
+    return draw_anatomy(rng, midline, centres[:, 1].mean() + 14, centres[:, 2].mean(), scale)
 
 
 def _fit_body(anatomy: Anatomy, labels_ras, spacing, boxes) -> Anatomy:
@@ -430,7 +429,7 @@ def _paint_kidneys(labels, spacing, anatomy: Anatomy, config: PhantomConfig, rng
     for side in sides:
         offset = (
             side * rng.uniform(62, 76),
-            rng.uniform(-12, 2),
+            rng.uniform(-20, -6),  # kidney centres lie behind the vertebral bodies
             -side * 8 + rng.normal(0, 8),  # the right kidney sits a little lower
         )
         centre = anchors + np.array(offset)
