@@ -90,8 +90,8 @@ class BodyConfig:
     blur_mm: float = 0.8  # in-plane point-spread sigma; along z at least 0.4 x slice spacing
     noise_std_hu: tuple[float, float] = (10.0, 20.0)  # per-case noise level, drawn uniformly
     noise_sigma_vox: float = 0.8  # correlation of the noise on the work grid
-    perirenal_fat_mm: tuple[float, float] = (4.0, 10.0)  # typical thickness; varies around
-    seam_mm: float = 2.5  # fat painted at full resolution around the labels, inside the above
+    perirenal_fat_mm: tuple[float, float] = (3.0, 9.0)  # typical thickness; varies around
+    seam_mm: float = 2.5  # rim around the labels repainted at full resolution (blurred edge)
     cortex_hu: tuple[float, float] = (168.0, 192.0)
     medulla_hu: tuple[float, float] = (100.0, 130.0)
     cortex_mm: tuple[float, float] = (4.0, 7.0)
@@ -551,7 +551,7 @@ def kidney_anatomy_hu(
     labels: np.ndarray,
     spacing,
     look: KidneyLook,
-    fat_hu: float,
+    background: np.ndarray,
     config: BodyConfig,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -559,14 +559,15 @@ def kidney_anatomy_hu(
 
     Cortex is the parenchyma within ``cortex_mm`` of the kidney's outer surface; deeper
     parenchyma is medulla, lobulated by a smooth field (pyramids with columns between).
-    Everything unlabelled in the box is perirenal fat; the decided region is the labels plus a
-    fat shell of ``config.seam_mm`` (the work grid's perirenal fat reaches further).
+    Unlabelled voxels keep ``background`` (the noise-free body, upsampled), so the blurred
+    edge blends into whatever the kidney touches; the decided region is the labels plus a
+    ``config.seam_mm`` rim that holds that blurred edge.
     """
     spacing = tuple(float(s) for s in spacing)
     labelled = labels > 0
     depth = ndi.distance_transform_edt(labelled, sampling=spacing).astype(np.float32)
     lobules = smooth_field(labels.shape, spacing, 7.0, rng)
-    hu = np.full(labels.shape, fat_hu, np.float32)
+    hu = background.astype(np.float32, copy=True)
     kidney = labels == 1
     # columns of cortex reach in between the pyramids, never a thinner cortex
     medulla = kidney & (depth > look.cortex_mm + 4 * np.maximum(lobules, 0))
@@ -574,8 +575,6 @@ def kidney_anatomy_hu(
     hu[medulla] = look.medulla_hu
     _paint_tumour(hu, labels == 2, spacing, look, config, rng)
     hu[labels == 3] = look.cyst_hu
-    fat_texture = config.tissues[T.PERIRENAL_FAT].texture
-    hu += fat_texture * smooth_field(labels.shape, spacing, 6.0, rng) * ~labelled
     hu = ndi.gaussian_filter(hu, blur_sigma_vox(spacing, config), truncate=3.0)
     outside = ndi.distance_transform_edt(~labelled, sampling=spacing)
     return hu, outside <= config.seam_mm

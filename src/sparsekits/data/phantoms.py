@@ -234,7 +234,7 @@ def _render(labels, affine, config: PhantomConfig, rng, anatomy: Anatomy | None)
     canvas = Canvas(work_shape, work_spacing, anatomy)
     paint_body(canvas, anatomy, rng)
     for box in boxes:
-        _paint_fat_shell(canvas, labels_ras, spacing, box, look, body, rng)
+        _paint_fat_shell(canvas, labels_ras, spacing, box, look, rng)
     means = tissue_means(body, rng)
     noise = correlated_noise(work_shape, body, rng.uniform(*body.noise_std_hu), rng)
     weights = [
@@ -242,17 +242,16 @@ def _render(labels, affine, config: PhantomConfig, rng, anatomy: Anatomy | None)
         for n, s, m, ws in zip(labels_ras.shape, spacing, work_shape, work_spacing, strict=True)
     ]
     # Upsample in the output's own memory order: writing through the RAS view is much slower.
-    work = body_hu(canvas, means, body, rng) + noise
-    upsample_into(hu, *_in_native_layout(work, weights, to_ras))
+    clean = body_hu(canvas, means, body, rng)
+    upsample_into(hu, *_in_native_layout(clean + noise, weights, to_ras))
     del canvas
 
     for box in boxes:
-        box_hu, decided = kidney_anatomy_hu(
-            labels_ras[box], spacing, look, float(means[T.PERIRENAL_FAT]), body, rng
-        )
         box_weights = [
             (lower[s], weight[s]) for (lower, weight), s in zip(weights, box, strict=True)
         ]
+        background = upsample(clean, box_weights)
+        box_hu, decided = kidney_anatomy_hu(labels_ras[box], spacing, look, background, body, rng)
         box_hu += upsample(noise, box_weights)
         hu_ras[box][decided] = to_int16(box_hu[decided])
     return hu, anatomy
@@ -297,14 +296,9 @@ def _label_boxes(labels_ras, spacing, margin_mm: float) -> list[tuple[slice, sli
     return boxes
 
 
-def _paint_fat_shell(canvas: Canvas, labels_ras, spacing, box, look, body, rng) -> None:
-    """Perirenal fat of varying thickness on the work grid around the labels of ``box``.
-
-    It is never thinner than the full-resolution seam plus two work voxels, so the seam between
-    the upsampled body and the full-resolution kidneys always lies in fat.
-    """
-    thinnest = body.seam_mm + 2 * max(canvas.spacing)
-    thickest = max(thinnest, 2.5 * look.perirenal_fat_mm)
+def _paint_fat_shell(canvas: Canvas, labels_ras, spacing, box, look, rng) -> None:
+    """Perirenal fat of varying thickness (none in places) on the work grid around ``box``."""
+    thickest = 2.5 * look.perirenal_fat_mm
     index_ranges, picks = [], []
     for axis, s in enumerate(box):
         ws, reach = canvas.spacing[axis], int(np.ceil(thickest / canvas.spacing[axis]))
@@ -319,7 +313,7 @@ def _paint_fat_shell(canvas: Canvas, labels_ras, spacing, box, look, body, rng) 
         return
     distance = ndi.distance_transform_edt(~sampled, sampling=canvas.spacing)
     field_ = smooth_field(sampled.shape, canvas.spacing, 25.0, rng)
-    thickness = np.clip(look.perirenal_fat_mm * (1 + 0.6 * field_), thinnest, thickest)
+    thickness = np.clip(look.perirenal_fat_mm * (1 + 0.6 * field_), 0, thickest)
     # Fat replaces loose tissue only: kidneys may still touch liver, spleen, muscle and vessels.
     loose = (T.VISCERAL_FAT, T.BOWEL_WALL, T.BOWEL_FLUID, T.STOOL, T.GAS, T.LUNG)
     canvas.paint(T.PERIRENAL_FAT, tuple(index_ranges), distance <= thickness, only_on=loose)
