@@ -216,6 +216,7 @@ def test_cli_reports_a_labels_folder_without_label_maps(tmp_path):
     assert not (tmp_path / "ds").exists()
 
 
+@pytest.mark.shared_data
 def test_cli_builds_a_body_around_real_kits23_labels(tmp_path, shared_data: Path):
     """A cropped copy of a real label map (I-P-L, 5 mm slices) keeps its geometry exactly."""
     source = nib.load(shared_data / "kits23-labels" / "case_00110.nii.gz")
