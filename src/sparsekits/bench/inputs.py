@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from sparsekits.config import ROI, STAGE1, STAGE2, StageConfig
@@ -142,9 +143,13 @@ def plan_grid(source: Grid, spacing_xyz: tuple[float, float, float]) -> Grid:
     spacing: in-plane x, y finer than the slice axis z), centred like ``stage_grid_for``."""
     finest = min(spacing_xyz)
     fine = stage_grid_for(source, finest)
+    extent = np.zeros(3)  # the source's extent (mm) along each canonical axis
+    orientation = nib.orientations.io_orientation(source.affine).astype(int)
+    for src_axis, (dst_axis, _flip) in enumerate(orientation):
+        extent[dst_axis] = source.shape[src_axis] * source.spacing[src_axis]
+    shape = np.maximum(1, np.ceil(extent / np.asarray(spacing_xyz) - 1e-6)).astype(np.int64)
     ratio = np.asarray(spacing_xyz, dtype=float) / finest
-    shape = np.maximum(1, np.ceil(np.asarray(fine.shape) / ratio - 1e-6)).astype(np.int64)
-    index_map = np.eye(4)  # plan-grid index -> fine-grid index
+    index_map = np.eye(4)  # plan-grid index -> fine-grid index, centres aligned
     index_map[:3, :3] = np.diag(ratio)
     index_map[:3, 3] = (np.asarray(fine.shape) - 1) / 2 - ratio * (shape - 1) / 2
     return Grid(tuple(shape), fine.affine @ index_map)

@@ -1,0 +1,153 @@
+"""The paper's efficiency claims, measured: sparse vs its dense twin per stage, the full two-stage
+prediction vs nnU-Net v2 3d_fullres (with and without TTA), and a sparsity sweep.
+
+Writes the section "claims" of BENCHMARKS.md, the PNGs and JSON under docs/benchmarks/<input>/.
+
+    python benchmarks/claims.py                     # both inputs, full repeats (quiet machine)
+    python benchmarks/claims.py --inputs real       # the real CT only
+    python benchmarks/claims.py --quick             # 1 run after warm-up, short sweep
+    python benchmarks/claims.py --device cuda       # the same tables on a GPU
+
+Inputs (from ../shared/data, never copied into the repo): the real abdominal CT
+ct-samples/abdomen_ct_3mm.nii.gz with its TotalSegmentator organ map (kidneys 2, 3), and a
+KiTS-size phantom (611 x 512 x 512 at 0.5 x 0.92 x 0.92 mm) built around the real KiTS23 label map
+kits23-labels/case_00000.nii.gz (kidneys 1, 2, 3). nnU-Net needs its own venv:
+benchmarks/install_nnunet.sh. Each input's run takes 10-15 min on 2 quiet CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from sparsekits.bench.inputs import ALL_HU, SweepPoint
+from sparsekits.bench.pipeline import BenchConfig, run_benchmark
+from sparsekits.bench.render import render_markdown
+from sparsekits.bench.report import update_section
+from sparsekits.config import STAGE2
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+FIGURES = ROOT / "docs" / "benchmarks"
+
+FULL = BenchConfig()
+# A run that fits a busy machine: one measured run after the warm-up everywhere, four sweep points.
+QUICK = replace(
+    FULL,
+    repeats=1,
+    dense_repeats=1,
+    two_stage_repeats=1,
+    sweep_repeats=1,
+    nnunet_repeats=1,
+    sweep=(
+        SweepPoint((0.0, 100.0)),
+        SweepPoint(STAGE2.hu_window),
+        SweepPoint(STAGE2.hu_window, inside_roi=False),
+        SweepPoint(ALL_HU, inside_roi=False),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class ClaimInput:
+    name: str
+    description: str
+    kidney_labels: tuple[int, ...]
+
+    def files(self, work: Path) -> tuple[Path, Path]:
+        """(CT, label map) paths, writing the phantom into ``work`` when needed."""
+        if self.name == "real_ct":
+            folder = SHARED / "ct-samples"
+            return folder / "abdomen_ct_3mm.nii.gz", folder / "abdomen_ct_3mm_organs.nii.gz"
+        return _kits_size_phantom(work)
+
+
+INPUTS = {
+    "real": ClaimInput(
+        "real_ct",
+        "real abdominal CT (TotalSegmentator sample, 3 mm, non-contrast), kidney ROI from its "
+        "organ map",
+        (2, 3),
+    ),
+    "phantom": ClaimInput(
+        "kits_phantom",
+        "KiTS-size phantom around the real KiTS23 label map of case_00000",
+        (1, 2, 3),
+    ),
+}
+
+
+def _kits_size_phantom(work: Path) -> tuple[Path, Path]:
+    from sparsekits.data.io import read_label_map
+    from sparsekits.data.phantoms import make_phantom, write_case
+
+    labels = read_label_map(SHARED / "kits23-labels" / "case_00000.nii.gz")
+    phantom = make_phantom(0, labels=labels.array, affine=labels.grid.affine)
+    case = write_case(work / "case_00000", phantom)
+    return case / "imaging.nii.gz", case / "segmentation.nii.gz"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--inputs", choices=("real", "phantom", "both"), default="both")
+    parser.add_argument("--preset", choices=("paper", "small"), default="paper")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--quick", action="store_true", help="1 run after warm-up, 4 sweep points")
+    parser.add_argument("--no-nnunet", action="store_true")
+    args = parser.parse_args(argv)
+    if not SHARED.is_dir():
+        raise SystemExit(f"{SHARED} is not present: these benchmarks need the shared real data")
+    config = QUICK if args.quick else FULL
+    if args.no_nnunet:
+        config = replace(config, nnunet=False)
+    names = ("real", "phantom") if args.inputs == "both" else (args.inputs,)
+    sections = []
+    for name in names:
+        claim = INPUTS[name]
+        out = FIGURES / f"{claim.name}_{args.device}"
+        with tempfile.TemporaryDirectory(prefix="sparsekits-claims-") as work:
+            ct, labels = claim.files(Path(work))
+            results = run_benchmark(
+                ct,
+                preset=args.preset,
+                device=args.device,
+                json_path=out / "results.json",
+                out_dir=out,
+                labels=labels,
+                kidney_labels=claim.kidney_labels,
+                config=config,
+            )
+        (out / "benchmark.md").unlink(missing_ok=True)  # the section below holds it
+        sections.append(_section(claim, results))
+    key = "claims" if args.device == "cpu" else f"claims-{args.device}"
+    update_section(key, _header(args) + "\n\n" + "\n\n".join(sections))
+
+
+def _section(claim: ClaimInput, results: dict) -> str:
+    figures = "\n\n".join(
+        f"![{Path(path).stem}]({Path(path).relative_to(ROOT)})" for path in results["figures"]
+    )
+    return f"### {claim.description}\n\n{render_markdown(results)}\n{figures}"
+
+
+def _header(args) -> str:
+    command = "python benchmarks/claims.py" + " ".join(
+        [""]
+        + ([f"--inputs {args.inputs}"] if args.inputs != "both" else [])
+        + ([f"--device {args.device}"] if args.device != "cpu" else [])
+        + (["--quick"] if args.quick else [])
+        + (["--no-nnunet"] if args.no_nnunet else [])
+    )
+    return (
+        "## The paper's efficiency claims (issue 7)\n\n"
+        f"Command: `{command}` (per input: `sparsekits benchmark --input CT --labels LABELS "
+        "--kidney-labels ... --out DIR`). Networks: the paper preset (27.5 M parameters), random "
+        "weights, one per stage, loaded into both twins. nnU-Net v2 runs from its own venv: "
+        "`bash benchmarks/install_nnunet.sh` (see below)."
+    )
+
+
+if __name__ == "__main__":
+    main()
