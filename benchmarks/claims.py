@@ -18,12 +18,13 @@ benchmarks/install_nnunet.sh. Each input's run takes 10-15 min on 2 quiet CPU co
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sparsekits.bench.inputs import ALL_HU, SweepPoint
-from sparsekits.bench.pipeline import BenchConfig, run_benchmark
+from sparsekits.bench.pipeline import BenchConfig, run_benchmark, write_outputs
 from sparsekits.bench.render import render_markdown
 from sparsekits.bench.report import update_section
 from sparsekits.config import STAGE2
@@ -33,7 +34,8 @@ SHARED = ROOT.parent / "shared" / "data"
 FIGURES = ROOT / "docs" / "benchmarks"
 
 FULL = BenchConfig()
-# A run that fits a busy machine: one measured run after the warm-up everywhere, four sweep points.
+# A run that fits a busy machine: one measured run after the warm-up everywhere, four sweep points,
+# nnU-Net without TTA only (with TTA it runs 8 forward passes per patch).
 QUICK = replace(
     FULL,
     repeats=1,
@@ -41,6 +43,7 @@ QUICK = replace(
     two_stage_repeats=1,
     sweep_repeats=1,
     nnunet_repeats=1,
+    nnunet_tta_repeats=0,
     sweep=(
         SweepPoint((0.0, 100.0)),
         SweepPoint(STAGE2.hu_window),
@@ -96,6 +99,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--quick", action="store_true", help="1 run after warm-up, 4 sweep points")
     parser.add_argument("--no-nnunet", action="store_true")
+    parser.add_argument(
+        "--from-json",
+        action="store_true",
+        help="re-render BENCHMARKS.md and the PNGs from the saved results.json, measuring nothing",
+    )
     args = parser.parse_args(argv)
     if not SHARED.is_dir():
         raise SystemExit(f"{SHARED} is not present: these benchmarks need the shared real data")
@@ -107,22 +115,30 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         claim = INPUTS[name]
         out = FIGURES / f"{claim.name}_{args.device}"
-        with tempfile.TemporaryDirectory(prefix="sparsekits-claims-") as work:
-            ct, labels = claim.files(Path(work))
-            results = run_benchmark(
-                ct,
-                preset=args.preset,
-                device=args.device,
-                json_path=out / "results.json",
-                out_dir=out,
-                labels=labels,
-                kidney_labels=claim.kidney_labels,
-                config=config,
-            )
+        if args.from_json:
+            results = json.loads((out / "results.json").read_text())
+            write_outputs(results, out, out / "results.json")
+        else:
+            results = _measure(claim, out, args, config)
         (out / "benchmark.md").unlink(missing_ok=True)  # the section below holds it
         sections.append(_section(claim, results))
     key = "claims" if args.device == "cpu" else f"claims-{args.device}"
     update_section(key, _header(args) + "\n\n" + "\n\n".join(sections))
+
+
+def _measure(claim: ClaimInput, out: Path, args, config: BenchConfig) -> dict:
+    with tempfile.TemporaryDirectory(prefix="sparsekits-claims-") as work:
+        ct, labels = claim.files(Path(work))
+        return run_benchmark(
+            ct,
+            preset=args.preset,
+            device=args.device,
+            json_path=out / "results.json",
+            out_dir=out,
+            labels=labels,
+            kidney_labels=claim.kidney_labels,
+            config=config,
+        )
 
 
 def _section(claim: ClaimInput, results: dict) -> str:
@@ -140,13 +156,37 @@ def _header(args) -> str:
         + (["--quick"] if args.quick else [])
         + (["--no-nnunet"] if args.no_nnunet else [])
     )
-    return (
-        "## The paper's efficiency claims (issue 7)\n\n"
-        f"Command: `{command}` (per input: `sparsekits benchmark --input CT --labels LABELS "
-        "--kidney-labels ... --out DIR`). Networks: the paper preset (27.5 M parameters), random "
-        "weights, one per stage, loaded into both twins. nnU-Net v2 runs from its own venv: "
-        "`bash benchmarks/install_nnunet.sh` (see below)."
-    )
+    return f"""## The paper's efficiency claims (issue 7)
+
+Command: `{command}`; per input it runs `sparsekits benchmark --input CT --labels LABELS
+--kidney-labels ... --out DIR`. Networks: the paper preset (27.5 M parameters), random weights,
+one network per stage loaded into both twins (`dense.load_state_dict(sparse.state_dict())`).
+Stage 1 sees the whole scan on the 1.99 mm grid (dense twin: its body box); stage 2 the largest
+dilated kidney ROI at 0.78 mm (dense twin: the crop box). Time: median of the runs after a
+warm-up (`torch.inference_mode`); CPU memory: peak RSS of a fresh process per measurement.
+
+**nnU-Net v2 baseline.** `nnunetv2` (PyPI) runs unmodified with our torch 2.13.0 CPU build, but
+not in the project's venv: `pip install nnunetv2` pulls timm -> torchvision, which replace torch
+with a newer CUDA build. `bash benchmarks/install_nnunet.sh` makes a separate venv `.venv-bench`
+(gitignored; or point `SPARSEKITS_NNUNET_PYTHON` at another one):
+
+```
+python3 -m venv .venv-bench
+.venv-bench/bin/pip install torch==2.13.0            # the project's CPU build
+.venv-bench/bin/pip install numpy scipy scikit-image scikit-learn pandas SimpleITK nibabel \\
+    matplotlib tqdm einops blosc2 connected-components-3d threadpoolctl pillow future tifffile \\
+    requests yacs seaborn graphviz psutil
+.venv-bench/bin/pip install --no-deps nnunetv2 dynamic_network_architectures acvl_utils \\
+    batchgenerators batchgeneratorsv2
+.venv-bench/bin/pip install --no-deps -e .
+```
+
+(`pip install -e .[bench]` cannot express `--no-deps`, hence the script.) timm and torchvision
+are not installed; the PlainConvUNet and `nnUNetPredictor` do not import them. The benchmark
+builds the KiTS23 3d_fullres plan in memory (6-stage PlainConvUNet, features 32-320, kernel 3,
+2 convs per stage, instance norm, leaky ReLU, patch 128^3, spacing 1.0 x 0.78 x 0.78 mm), hands
+it to `nnUNetPredictor.manual_initialization` and times
+`predict_sliding_window_return_logits` (step 0.5, Gaussian weighting, 1 fold, random weights)."""
 
 
 if __name__ == "__main__":

@@ -111,8 +111,18 @@ def run_benchmark(
             tqdm.write(f"measuring {label}")
             job()
         _maybe_profile(plan, results)
+    print(write_outputs(results, out_dir, json_path))
+    return results
+
+
+def write_outputs(results: dict, out_dir: str | Path, json_path: str | Path | None = None) -> str:
+    """``out_dir/benchmark.md``, the PNGs and the JSON of ``results``; returns the markdown.
+
+    Also re-renders the outputs of a saved results JSON (``benchmarks/claims.py --from-json``).
+    """
     from sparsekits.bench.render import render_markdown, write_plots
 
+    out_dir = Path(out_dir)
     results["goals"] = goals(results)
     markdown = render_markdown(results)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -120,8 +130,7 @@ def run_benchmark(
     results["figures"] = [str(path) for path in write_plots(results, out_dir)]
     if json_path is not None:
         write_json_atomic(Path(json_path), results)
-    print(markdown)
-    return results
+    return markdown
 
 
 class _Plan:

@@ -20,6 +20,7 @@ def render_markdown(results: dict) -> str:
         parts.append(f"Not measured: {results['skipped']}.")
     if results.get("stages"):
         parts += ["#### Sparse vs dense twin (same weights, same voxels)", twin_table(results)]
+        parts.append(kept_note(results))
     if "two_stage" in results or "nnunet" in results:
         parts += [
             "#### Full two-stage prediction vs nnU-Net v2 3d_fullres",
@@ -80,6 +81,19 @@ def twin_table(results: dict) -> str:
     return markdown_table(header, rows) + "\n\n" + note
 
 
+def kept_note(results: dict) -> str:
+    """What stage 2 keeps of its crop box: the ROI's share, and the window's share of the ROI."""
+    stage2 = next((e for e in results["stages"] if e["stage"] == 2), None)
+    if stage2 is None or "roi_fraction" not in stage2:
+        return ""
+    in_window = stage2["kept_fraction"] / max(stage2["roi_fraction"], 1e-12)
+    return (
+        f"Stage 2 keeps {stage2['kept_fraction']:.1%} of its crop box: the dilated kidney ROI "
+        f"covers {stage2['roi_fraction']:.1%} of the box and the HU window keeps {in_window:.1%} "
+        "of the ROI's voxels."
+    )
+
+
 def baseline_table(results: dict) -> str:
     two_stage = results.get("two_stage")
     nnunet = results.get("nnunet", {})
@@ -131,13 +145,16 @@ def nnunet_note(nnunet: dict) -> str:
         else "on one 128^3 patch cut from the resampled CT, times nnU-Net's own patch count for "
         "the whole volume (its peak RSS is that of the one-patch run)"
     )
+    missing = [name for key, name in (("no_tta", "without"), ("tta", "with")) if key not in nnunet]
+    not_run = f" Not measured in this run: {' and '.join(missing)} TTA." if missing else ""
     return (
         f"nnU-Net v2 {run.get('nnunetv2', '?')} `nnUNetPredictor.predict_sliding_window_return_"
         f"logits` (torch {run.get('torch', '?')}), PlainConvUNet of the KiTS23 3d_fullres plan "
         f"({run.get('parameters', 0) / 1e6:.1f} M parameters, patch 128^3, step 0.5, Gaussian "
         f"weighting), 1 fold, random weights; the CT resampled to 1.0 x 0.78 x 0.78 mm is {shape} "
         f"(z, y, x). Measured {how}. Preprocessing (resampling, normalisation) is not included "
-        "for nnU-Net; the two-stage time includes its own resampling."
+        "for nnU-Net; the two-stage time includes its own resampling. Mirroring TTA runs 8 "
+        f"forward passes per patch.{not_run}"
     )
 
 
