@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from sparsekits.sparse.kernel_map import CONFIG
+from sparsekits.sparse.kernel_map import CONFIG, NeighbourMap
 
 
 def compute_dtype(features: torch.Tensor) -> torch.dtype:
@@ -23,127 +23,150 @@ def compute_dtype(features: torch.Tensor) -> torch.dtype:
     return features.dtype
 
 
-def _chunk_rows(kernel_volume: int, channels: int, itemsize: int) -> int:
-    return max(64, CONFIG.chunk_bytes // max(1, kernel_volume * channels * itemsize))
+class _Chunks:
+    """Row chunks of a neighbour map, gathered into one reusable buffer.
 
+    Allocating a fresh block per chunk costs page faults that dwarf the arithmetic on CPU; one
+    buffer of about ``chunk_bytes`` stays warm in cache instead. Missing neighbours are gathered
+    from row 0 and then zeroed, so the features are never copied to append a zero row.
+    """
 
-def _padded(features: torch.Tensor) -> torch.Tensor:
-    """Features with the zero row that missing neighbours point at."""
-    return torch.cat([features, features.new_zeros(1, features.shape[1])])
+    def __init__(self, features: torch.Tensor, nbr: NeighbourMap):
+        self.n, self.k = nbr.rows.shape
+        self.nbr = nbr
+        self.features = features
+        self.channels = features.shape[1]
+        row_bytes = self.k * self.channels * features.element_size()
+        self.step = max(32, CONFIG.chunk_bytes // max(1, row_bytes))
+        self.buffer = features.new_empty(min(self.step, self.n) * self.k, self.channels)
+        starts = torch.arange(0, self.n + self.step, self.step, device=nbr.missing.device)
+        self.missing_bounds = torch.searchsorted(nbr.missing, starts * self.k).tolist()
+
+    def __iter__(self):
+        """Yields (row slice, gathered block [rows, K, C]) for each chunk."""
+        for chunk, start in enumerate(range(0, self.n, self.step)):
+            rows = self.nbr.rows[start : start + self.step]
+            block = self.buffer[: rows.numel()]
+            torch.index_select(self.features, 0, rows.view(-1), out=block)
+            low, high = self.missing_bounds[chunk], self.missing_bounds[chunk + 1]
+            if high > low:
+                block.index_fill_(0, self.nbr.missing[low:high] - start * self.k, 0)
+            yield slice(start, start + len(rows)), block.view(len(rows), self.k, self.channels)
 
 
 # -- submanifold convolution: forward kernels (no autograd) ------------------------------------
-def _depthwise(features: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """out[i, c] = sum_k weight[k, c] * features[nbr[i, k], c]; weight is [K, C]."""
-    n, k = nbr.shape
-    padded = _padded(features)
-    out = features.new_empty(n, features.shape[1])
-    step = _chunk_rows(k, features.shape[1], features.element_size())
-    for start in range(0, n, step):
-        rows = nbr[start : start + step]
-        block = padded.index_select(0, rows.reshape(-1)).view(len(rows), k, -1)
-        torch.sum(block.mul_(weight), dim=1, out=out[start : start + step])
+def _depthwise(
+    features: torch.Tensor, nbr: NeighbourMap, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """out[i, c] = bias[c] + sum_k weight[k, c] * features[nbr[i, k], c]; weight is [K, C]."""
+    out = features.new_empty(len(nbr.rows), features.shape[1])
+    for rows, block in _Chunks(features, nbr):
+        torch.sum(block.mul_(weight), dim=1, out=out[rows])
+        if bias is not None:
+            out[rows] += bias
     return out
 
 
 def _grouped(
-    features: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, groups: int
+    features: torch.Tensor,
+    nbr: NeighbourMap,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    groups: int,
 ) -> torch.Tensor:
     """Gather-GEMM: weight is [G, K * Cin_g, Cout_g]; returns [N, G * Cout_g]."""
-    n, k = nbr.shape
-    cin = features.shape[1]
-    cin_g = cin // groups
-    padded = _padded(features)
-    out = features.new_empty(n, groups * weight.shape[2])
-    step = _chunk_rows(k, cin, features.element_size())
-    for start in range(0, n, step):
-        rows = nbr[start : start + step]
-        block = padded.index_select(0, rows.reshape(-1))
+    k, cin_g = nbr.kernel_volume, features.shape[1] // groups
+    out = features.new_empty(len(nbr.rows), groups * weight.shape[2])
+    for rows, block in _Chunks(features, nbr):
+        m = len(block)
         if groups == 1:
-            torch.mm(block.view(len(rows), k * cin), weight[0], out=out[start : start + step])
+            cols = block.view(m, k * cin_g)
+            if bias is None:
+                torch.mm(cols, weight[0], out=out[rows])
+            else:
+                torch.addmm(bias, cols, weight[0], out=out[rows])
             continue
-        cols = block.view(len(rows), k, groups, cin_g).permute(2, 0, 1, 3)
-        res = torch.bmm(cols.reshape(groups, len(rows), k * cin_g), weight)
-        out[start : start + step] = res.permute(1, 0, 2).reshape(len(rows), -1)
+        cols = block.view(m, k, groups, cin_g).permute(2, 0, 1, 3).reshape(groups, m, k * cin_g)
+        out[rows] = torch.bmm(cols, weight).transpose(0, 1).reshape(m, -1)
+        if bias is not None:
+            out[rows] += bias
     return out
 
 
 def _depthwise_weight_grad(
-    features: torch.Tensor, nbr: torch.Tensor, grad_out: torch.Tensor
+    features: torch.Tensor, nbr: NeighbourMap, grad_out: torch.Tensor
 ) -> torch.Tensor:
-    n, k = nbr.shape
-    padded = _padded(features)
-    grad = features.new_zeros(k, features.shape[1])
-    step = _chunk_rows(k, features.shape[1], features.element_size())
-    for start in range(0, n, step):
-        rows = nbr[start : start + step]
-        block = padded.index_select(0, rows.reshape(-1)).view(len(rows), k, -1)
-        grad += (block * grad_out[start : start + step, None, :]).sum(0)
+    grad = features.new_zeros(nbr.kernel_volume, features.shape[1])
+    for rows, block in _Chunks(features, nbr):
+        grad += block.mul_(grad_out[rows, None, :]).sum(0)
     return grad
 
 
 def _grouped_weight_grad(
-    features: torch.Tensor, nbr: torch.Tensor, grad_out: torch.Tensor, groups: int
+    features: torch.Tensor, nbr: NeighbourMap, grad_out: torch.Tensor, groups: int
 ) -> torch.Tensor:
-    n, k = nbr.shape
-    cin = features.shape[1]
-    cin_g, cout_g = cin // groups, grad_out.shape[1] // groups
-    padded = _padded(features)
+    k, cin_g = nbr.kernel_volume, features.shape[1] // groups
+    cout_g = grad_out.shape[1] // groups
     grad = features.new_zeros(groups, k * cin_g, cout_g)
-    step = _chunk_rows(k, cin, features.element_size())
-    for start in range(0, n, step):
-        rows = nbr[start : start + step]
-        m = len(rows)
-        cols = padded.index_select(0, rows.reshape(-1)).view(m, k, groups, cin_g)
-        cols = cols.permute(2, 1, 3, 0).reshape(groups, k * cin_g, m)  # [G, K*Cin_g, m]
-        g = grad_out[start : start + step].view(m, groups, cout_g).transpose(0, 1)
-        grad.baddbmm_(cols, g)
+    for rows, block in _Chunks(features, nbr):
+        m = len(block)
+        if groups == 1:
+            grad[0].addmm_(block.view(m, k * cin_g).t(), grad_out[rows])
+            continue
+        cols = block.view(m, k, groups, cin_g).permute(2, 1, 3, 0).reshape(groups, k * cin_g, m)
+        grad.baddbmm_(cols, grad_out[rows].view(m, groups, cout_g).transpose(0, 1))
     return grad
 
 
 class _DepthwiseSubMConv(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, features, weight, nbr):  # weight [K, C]
-        ctx.save_for_backward(features, weight, nbr)
-        return _depthwise(features, nbr, weight)
+    def forward(ctx, features, weight, bias, nbr):  # weight [K, C]
+        ctx.save_for_backward(features, weight)
+        ctx.nbr, ctx.has_bias = nbr, bias is not None
+        return _depthwise(features, nbr, weight, bias)
 
     @staticmethod
     def backward(ctx, grad_out):
-        features, weight, nbr = ctx.saved_tensors
+        (features, weight), nbr = ctx.saved_tensors, ctx.nbr
         grad_out = grad_out.contiguous()
-        grad_in = grad_w = None
+        grad_in = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_in = _depthwise(grad_out, nbr, weight.flip(0))
+            grad_in = _depthwise(grad_out, nbr, weight.flip(0), None)
         if ctx.needs_input_grad[1]:
             grad_w = _depthwise_weight_grad(features, nbr, grad_out)
-        return grad_in, grad_w, None
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad_out.sum(0)
+        return grad_in, grad_w, grad_b, None
 
 
 class _GroupedSubMConv(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, features, weight, nbr, groups):  # weight [G, K * Cin_g, Cout_g]
-        ctx.save_for_backward(features, weight, nbr)
-        ctx.groups = groups
-        return _grouped(features, nbr, weight, groups)
+    def forward(ctx, features, weight, bias, nbr, groups):  # weight [G, K * Cin_g, Cout_g]
+        ctx.save_for_backward(features, weight)
+        ctx.nbr, ctx.groups, ctx.has_bias = nbr, groups, bias is not None
+        return _grouped(features, nbr, weight, bias, groups)
 
     @staticmethod
     def backward(ctx, grad_out):
-        features, weight, nbr = ctx.saved_tensors
-        groups, k = ctx.groups, nbr.shape[1]
+        (features, weight), nbr = ctx.saved_tensors, ctx.nbr
+        groups, k = ctx.groups, nbr.kernel_volume
         grad_out = grad_out.contiguous()
-        grad_in = grad_w = None
+        grad_in = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             cout_g = weight.shape[2]
             flipped = weight.view(groups, k, -1, cout_g).flip(1).transpose(2, 3)
-            grad_in = _grouped(grad_out, nbr, flipped.reshape(groups, k * cout_g, -1), groups)
+            flipped = flipped.reshape(groups, k * cout_g, -1)
+            grad_in = _grouped(grad_out, nbr, flipped, None, groups)
         if ctx.needs_input_grad[1]:
             grad_w = _grouped_weight_grad(features, nbr, grad_out, groups)
-        return grad_in, grad_w, None, None
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad_out.sum(0)
+        return grad_in, grad_w, grad_b, None, None
 
 
 def subm_conv3d(
     features: torch.Tensor,
-    nbr: torch.Tensor,
+    nbr: NeighbourMap,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     groups: int,
@@ -152,17 +175,16 @@ def subm_conv3d(
     dtype = compute_dtype(features)
     features = features.to(dtype).contiguous()
     weight = weight.to(dtype)
+    bias = None if bias is None else bias.to(dtype)
     cout, cin_g = weight.shape[:2]
-    k = nbr.shape[1]
+    k = nbr.kernel_volume
     with torch.autocast(features.device.type, enabled=False):
         if groups == features.shape[1] == cout:
-            out = _DepthwiseSubMConv.apply(features, weight.reshape(cout, k).t(), nbr)
-        else:
-            w = weight.reshape(groups, cout // groups, cin_g, k).permute(0, 3, 2, 1)
-            out = _GroupedSubMConv.apply(
-                features, w.reshape(groups, k * cin_g, cout // groups), nbr, groups
-            )
-    return out if bias is None else out + bias.to(dtype)
+            depthwise = weight.reshape(cout, k).t().contiguous()  # [K, C], contiguous for fast mul
+            return _DepthwiseSubMConv.apply(features, depthwise, bias, nbr)
+        w = weight.reshape(groups, cout // groups, cin_g, k).permute(0, 3, 2, 1)
+        w = w.reshape(groups, k * cin_g, cout // groups)
+        return _GroupedSubMConv.apply(features, w, bias, nbr, groups)
 
 
 # -- k2 s2 down convolution and its transpose ---------------------------------------------------

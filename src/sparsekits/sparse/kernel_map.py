@@ -26,7 +26,6 @@ import torch
 
 # Padding of the key space: supports submanifold kernels up to 2 * PAD + 1 = 7.
 PAD = 3
-MISSING = -1
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class KernelMapConfig:
     # ... or this many in total, whichever is larger (small inputs always use it).
     lookup_entries_min: int = 1 << 22
     # Rows per chunk are chosen so that one gathered block [rows, K, C] has about this size.
-    chunk_bytes: int = 1 << 20
+    chunk_bytes: int = 4 << 20
 
 
 CONFIG = KernelMapConfig()
@@ -81,45 +80,48 @@ class KeySpace:
 
 
 class CoordinateIndex:
-    """Key -> row lookup for one coordinate set; raises ValueError on duplicate coordinates."""
+    """Key -> row lookup for one coordinate set; raises ValueError on duplicate coordinates.
+
+    Rows are int32; an absent key yields ``N`` (the number of voxels), which is exactly the zero
+    row the convolutions append, so neighbour tables need no second pass.
+    """
 
     def __init__(self, coords: torch.Tensor, batch_size: int, config: KernelMapConfig = CONFIG):
         self.space = KeySpace(coords, batch_size)
         self.keys = self.space.encode(coords)
-        n = len(coords)
+        self.size = n = len(coords)
         budget = max(config.lookup_entries_min, config.lookup_entries_per_voxel * n)
         self.dense = self.space.volume <= budget
-        rows = torch.arange(n, device=coords.device)
+        rows = torch.arange(n, dtype=torch.int32, device=coords.device)
         if self.dense:
-            table = torch.full(
-                (self.space.volume,), MISSING, dtype=torch.int32, device=coords.device
-            )
-            table[self.keys] = rows.int()
+            table = torch.full((self.space.volume,), n, dtype=torch.int32, device=coords.device)
+            table[self.keys] = rows
             # With duplicates, one writer wins and the others no longer find themselves.
-            if not torch.equal(table[self.keys], rows.int()):
+            if not torch.equal(table[self.keys], rows):
                 raise ValueError(_DUPLICATE_MESSAGE)
             self.table = table
         else:
-            self.sorted_keys, self.order = torch.sort(self.keys)
+            self.sorted_keys, order = torch.sort(self.keys)
             if n > 1 and bool((self.sorted_keys[1:] == self.sorted_keys[:-1]).any()):
                 raise ValueError(_DUPLICATE_MESSAGE)
+            # One extra entry so that "not found" (position n) maps to the absent row n.
+            self.order = torch.cat([order.int(), rows.new_full((1,), n)])
 
     def rows_of_keys(self, keys: torch.Tensor) -> torch.Tensor:
-        """Row of each key (which must lie in the key space), MISSING where absent; int64."""
+        """Row (int32) of each key, which must lie in the key space; ``N`` where absent."""
         if self.dense:
-            return self.table[keys].long()
-        if len(self.sorted_keys) == 0:
-            return torch.full_like(keys, MISSING)
-        pos = torch.searchsorted(self.sorted_keys, keys).clamp_(max=len(self.sorted_keys) - 1)
-        found = self.sorted_keys[pos] == keys
-        return torch.where(found, self.order[pos], MISSING)
+            return self.table[keys]
+        if self.size == 0:
+            return torch.zeros_like(keys, dtype=torch.int32)
+        pos = torch.searchsorted(self.sorted_keys, keys)
+        found = self.sorted_keys[pos.clamp(max=self.size - 1)] == keys
+        return self.order[torch.where(found, pos, self.size)]
 
     def rows_of(self, coords: torch.Tensor) -> torch.Tensor:
-        """Row of each coordinate, MISSING where it is not an active voxel; int64."""
+        """Row (int32) of each coordinate; ``N`` where it is not an active voxel."""
         inside = self.space.contains(coords)
-        keys = self.space.encode(torch.where(inside[:, None], coords.long(), 0))
-        keys = torch.where(inside, keys, 0)
-        return torch.where(inside, self.rows_of_keys(keys), MISSING)
+        keys = torch.where(inside, self.space.encode(coords), 0)
+        return torch.where(inside, self.rows_of_keys(keys), self.size)
 
 
 _DUPLICATE_MESSAGE = "coords contain duplicate coordinates within one sample"
@@ -130,6 +132,32 @@ def kernel_offsets(kernel_size: int) -> list[tuple[int, int, int]]:
     r = kernel_size // 2
     span = range(-r, r + 1)
     return list(itertools.product(span, span, span))
+
+
+@dataclass
+class NeighbourMap:
+    """Submanifold neighbour table of one kernel size.
+
+    ``rows[i, k]`` (int32 [N, K]) is the row of voxel i's neighbour at offset k; where there is
+    none it holds 0, and ``missing`` (int64, ascending) lists those entries as flat positions
+    ``i * K + k``, so a gather zeroes them afterwards instead of copying the features to append
+    a zero row. The offsets are symmetric (``offset[K-1-k] == -offset[k]``), so
+    j = rows[i, k] implies i = rows[j, K-1-k]: backward passes are gathers with the flipped
+    kernel.
+    """
+
+    rows: torch.Tensor
+    missing: torch.Tensor
+
+    @property
+    def kernel_volume(self) -> int:
+        return self.rows.shape[1]
+
+    def present(self) -> torch.Tensor:
+        """Bool [N, K]: which neighbours exist."""
+        present = torch.ones(self.rows.numel(), dtype=torch.bool, device=self.rows.device)
+        present[self.missing] = False
+        return present.view(self.rows.shape)
 
 
 @dataclass
@@ -163,7 +191,7 @@ class KernelMapCache:
         }
     )
     _index: CoordinateIndex | None = None
-    _neighbours: dict[int, torch.Tensor] = field(default_factory=dict)
+    _neighbours: dict[int, NeighbourMap] = field(default_factory=dict)
     _downsample: dict[int, DownsampleMap] = field(default_factory=dict)
     _batch_index: torch.Tensor | None = None
 
@@ -181,13 +209,8 @@ class KernelMapCache:
             self._batch_index = self.coords[:, 0].long()
         return self._batch_index
 
-    def neighbours(self, kernel_size: int) -> torch.Tensor:
-        """Submanifold neighbour table, int64 [N, K]; missing neighbours point at row N.
-
-        Row N is the zero row the convolutions append to their input. The offsets are
-        symmetric (``offset[K-1-k] == -offset[k]``), so j = nbr[i, k] implies
-        i = nbr[j, K-1-k]: backward passes are gathers with the flipped kernel.
-        """
+    def neighbours(self, kernel_size: int) -> NeighbourMap:
+        """Submanifold neighbour table for an odd ``kernel_size``, built once and kept."""
         if kernel_size % 2 == 0 or kernel_size > 2 * PAD + 1:
             raise ValueError(f"submanifold kernel_size must be odd and <= {2 * PAD + 1}")
         table = self._neighbours.get(kernel_size)
@@ -195,13 +218,13 @@ class KernelMapCache:
             self.stats["neighbour_hits"] += 1
             return table
         index = self.index
-        n = len(self.coords)
         deltas = torch.tensor(
             [index.space.delta(o) for o in kernel_offsets(kernel_size)], device=self.coords.device
         )
         keys = index.keys[:, None] + deltas[None, :]
-        table = index.rows_of_keys(keys.reshape(-1)).view(n, len(deltas))
-        table = torch.where(table == MISSING, n, table)
+        rows = index.rows_of_keys(keys.view(-1))
+        missing = (rows == index.size).nonzero().squeeze(1)
+        table = NeighbourMap(rows.index_fill_(0, missing, 0).view(keys.shape), missing)
         self._neighbours[kernel_size] = table
         self.stats["neighbour_builds"] += 1
         return table

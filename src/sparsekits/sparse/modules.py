@@ -152,10 +152,9 @@ def _child_slots(x: SparseTensor, target: SparseTensor, factor: int) -> torch.Te
     if down.parent is x.kernel_maps:
         return down.slot
     cells = factor**3
-    parent_rows = x.kernel_maps.index.rows_of(down.parent.coords)
-    parent_of_child = torch.div(down.slot, cells, rounding_mode="floor")
-    rows = parent_rows[parent_of_child]
-    return torch.where(rows >= 0, rows * cells + down.slot % cells, len(x) * cells)
+    parent_rows = x.kernel_maps.index.rows_of(down.parent.coords)  # len(x) where absent
+    rows = parent_rows[torch.div(down.slot, cells, rounding_mode="floor")].long()
+    return torch.where(rows < len(x), rows * cells + down.slot % cells, len(x) * cells)
 
 
 class SparseLayerNorm(nn.LayerNorm):
