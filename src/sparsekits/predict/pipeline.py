@@ -68,6 +68,7 @@ class CasePrediction:
     rois: list[RoiPrediction]
     timings: dict[str, float]
     roi_mask: np.ndarray | None = None  # uint8 on the input grid: ROI k is k + 1
+    stage1_voxels: int = 0  # sparse voxels stage 1 ran on
 
 
 @dataclass
@@ -138,7 +139,7 @@ class TwoStagePredictor:
                 _roi_mask(image.grid, grid1, components, rois) if keep_probabilities else None
             )
         timings["stage2"] = sum(sum(roi.timings.values()) for roi in rois)
-        return CasePrediction(labels, image.grid, rois, timings, roi_mask)
+        return CasePrediction(labels, image.grid, rois, timings, roi_mask, len(coords1))
 
     def _stage2(self, image, grid1, components, keep_probabilities, resample, sparsify):
         """Stage 2 on every ROI; returns the ROIs and the merged region bits on their union box."""
@@ -292,7 +293,8 @@ def _write_report(source: Path, destination: Path, case: CasePrediction) -> None
         }
         for roi in case.rois
     ]
-    report = volume_report(case.labels, case.grid.affine, rois, case.timings, {"input": source})
+    extra = {"input": source, "stage1_voxels": case.stage1_voxels}
+    report = volume_report(case.labels, case.grid.affine, rois, case.timings, extra)
     write_report(_sibling(destination, ".json"), report)
 
 

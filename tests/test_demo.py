@@ -1,0 +1,60 @@
+"""The shrunken demo, end to end, as a user runs it: a real ``sparsekits demo`` subprocess."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from sparsekits.regions import NUM_REGIONS
+
+
+def test_quick_demo_writes_report_model_predictions_and_overlays(tmp_path):
+    out = tmp_path / "demo"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    run = subprocess.run(
+        [sys.executable, "-m", "sparsekits.cli", "demo", "--out", str(out), "--quick"],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env,
+        timeout=900,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    for stage in (1, 2):
+        fold = out / "model" / f"stage{stage}" / "fold_0"
+        assert (fold / "config.json").is_file() and (fold / "model.safetensors").is_file()
+
+    tests = sorted(p.name for p in (out / "test").glob("case_*"))
+    predictions = sorted(
+        p.name[: -len(".nii.gz")]
+        for p in (out / "predictions").glob("*.nii.gz")
+        if not p.name.endswith("_roi.nii.gz")
+    )
+    assert predictions == tests and tests
+    for case in tests:
+        label = nib.load(out / "predictions" / f"{case}.nii.gz")
+        truth = nib.load(out / "test" / case / "segmentation.nii.gz")
+        assert label.shape == truth.shape and np.allclose(label.affine, truth.affine)
+        assert (out / "predictions" / f"{case}.json").is_file()
+        assert (out / "predictions" / f"{case}_roi.nii.gz").is_file()
+    assert list((out / "predictions").glob("*.png"))
+
+    with open(out / "evaluation.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["case"] for row in rows] == [*tests, "mean"]
+    values = [float(v) for row in rows for k, v in row.items() if k != "case"]
+    assert all(0.0 <= v <= 1.0 for v in values) and len(values) >= 2 * NUM_REGIONS * len(rows)
+
+    report = (out / "report.md").read_text()
+    for heading in ("Dice", "ROI recall", "Time of each step", "sparsekits predict", ".png"):
+        assert heading in report
+    for step in ("phantoms", "preprocess", "train stage 1", "train stage 2", "predict"):
+        assert f"| {step} |" in report
