@@ -81,7 +81,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from sparsekits.demo import run_demo
 
-    run_demo(args.out)
+    run_demo(args.out, quick=args.quick)
     return 0
 
 
@@ -169,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="phantoms -> train both stages -> predict -> evaluate")
     p.add_argument("--out", type=Path, default=Path("demo_out"))
+    p.add_argument("--quick", action="store_true", help="a shrunken run that checks every step")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("benchmark", help="sparse vs dense twin vs nnU-Net sliding window")
