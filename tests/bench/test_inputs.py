@@ -15,6 +15,7 @@ from sparsekits.bench.inputs import (
     SweepPoint,
     plan_grid,
     stage2_sample,
+    sweep_box,
     sweep_sample,
 )
 from sparsekits.bench.twin import dense_input, sparse_input
@@ -41,6 +42,19 @@ def test_sweep_kept_fraction_grows_with_the_window(stage2):
     # The paper's window inside the ROI is the stage-2 sample itself.
     paper = sweep_sample(stage2, SweepPoint(STAGE2.hu_window))
     np.testing.assert_array_equal(paper.coords, stage2.coords)
+
+
+def test_sweep_box_is_a_cube_of_the_crop_around_the_roi(stage2):
+    box = sweep_box(stage2, 32)
+    assert box.hu.shape == (32, 32, 32)
+    # The cube's ROI voxels are the crop's ROI voxels inside it, in the same world place.
+    offset = np.rint(np.linalg.solve(stage2.affine, box.affine)[:3, 3]).astype(int)
+    inside = tuple(slice(o, o + 32) for o in offset)
+    np.testing.assert_array_equal(box.roi_mask, stage2.roi_mask[inside])
+    np.testing.assert_array_equal(box.hu, stage2.hu[inside])
+    assert box.roi_mask.any()
+    assert box.kept_fraction == len(box.coords) / 32**3
+    assert sweep_box(stage2, None).hu.shape == stage2.hu.shape
 
 
 def test_sparse_and_dense_twins_agree_on_a_fully_occupied_crop():

@@ -52,7 +52,7 @@ def test_writes_markdown_with_a_row_per_stage_and_sweep_point(report):
     assert "| sparse two-stage (stage 1 + each ROI) |" in markdown
     for point in SWEEP:
         assert f"| {point.label} |" in markdown
-    assert "| dense twin (crop box) |" in markdown
+    assert "| dense twin (the box) |" in markdown
     assert "stage-2 sparse/dense time" in markdown  # the goals table
 
 
@@ -72,6 +72,8 @@ def test_json_holds_both_twins_and_their_ratios(report):
     # Stage 2 keeps only voxels inside the ROI.
     assert stage2["kept_fraction"] <= stage2["roi_fraction"] + 1e-9
     assert saved["two_stage"]["timings_of_median_run"]["rois"] == 1
+    assert saved["sweep_box"]["dense"]["median_s"] > 0
+    assert [entry["setting"] for entry in saved["sweep"]] == [point.label for point in SWEEP]
     assert saved == json.loads(json.dumps(results))
 
 

@@ -121,6 +121,30 @@ def sweep_sample(stage2: Sample, point: SweepPoint) -> Sample:
     return dataclasses.replace(stage2, coords=coords, features=features, meta=meta)
 
 
+def sweep_box(stage2: Sample, extent: int | None) -> Sample:
+    """The ``extent``^3 sub-box of ``stage2``'s crop around its ROI's centre (the whole crop when
+    ``extent`` is None or larger), sparsified like stage 2: the sweep's canvas, small enough that
+    keeping every voxel stays affordable for the sparse network."""
+    shape = np.asarray(stage2.hu.shape)
+    size = shape if extent is None else np.minimum(shape, extent)
+    centre = np.rint(np.argwhere(stage2.roi_mask).mean(axis=0)).astype(np.int64)
+    lo = np.clip(centre - size // 2, 0, shape - size)
+    crop = box_slices(lo, lo + size)
+    hu, roi_mask = stage2.hu[crop], stage2.roi_mask[crop]
+    coords, features = sparsify(hu, STAGE2, roi_mask)
+    grid = Grid(tuple(shape), stage2.affine).crop(lo, lo + size)
+    meta = {**stage2.meta, "kept_fraction": len(coords) / hu.size, "sweep_box": lo.tolist()}
+    return dataclasses.replace(
+        stage2,
+        hu=hu,
+        roi_mask=roi_mask,
+        coords=coords,
+        features=features,
+        affine=grid.affine.copy(),
+        meta=meta,
+    )
+
+
 def _sample(
     case: BenchCase, config: StageConfig, hu: np.ndarray, grid: Grid, roi_mask: np.ndarray | None
 ) -> Sample:

@@ -56,6 +56,9 @@ class BenchConfig:
     two_stage_repeats: int = 3
     sweep: tuple[SweepPoint, ...] = DEFAULT_SWEEP
     sweep_repeats: int = 3
+    # The sweep runs on this cube of the stage-2 crop around the ROI (None: the whole crop), so
+    # that keeping every voxel stays affordable; its own dense twin is the reference line.
+    sweep_box: int | None = 96
     nnunet: bool = True
     nnunet_repeats: int = 3
     nnunet_tta_repeats: int = 1
@@ -170,16 +173,20 @@ class _Plan:
         )
 
 
+# Measurement order: the headline numbers first, so that an interrupted run still has them.
+_PRIORITY = {"stage2": 0, "two_stage": 1, "nnunet": 2, "stage1": 3, "sweep": 4, "nnunet_tta": 5}
+
+
 def _jobs(plan: _Plan, case: BenchCase | None, image, stages, results: dict) -> list:
-    """The measurements, in order, as (label, thunk) pairs that fill ``results``."""
+    """The measurements, headline first, as (label, thunk) pairs that fill ``results``."""
     config = plan.config
-    jobs: list[tuple[str, Callable[[], None]]] = []
+    jobs: list[tuple[int, str, Callable[[], None]]] = []
     results["stages"] = []
     samples = {}
     for stage in stages:
         sample = inputs.stage1_sample(case) if stage == 1 else inputs.stage2_sample(case)
         path = plan.save(f"stage{stage}", sample)
-        samples[stage] = (sample, path)
+        samples[stage] = sample
         entry = {
             "stage": stage,
             "spacing_mm": STAGES[stage].spacing_mm,
@@ -195,18 +202,17 @@ def _jobs(plan: _Plan, case: BenchCase | None, image, stages, results: dict) -> 
         for dense in (False, True):
             twin = "dense" if dense else "sparse"
             repeats = config.dense_repeats if dense else config.repeats
+            measure = lambda p=path, d=dense, r=repeats: plan.twin(p, d, r)  # noqa: E731
             jobs.append(
-                (
-                    f"stage {stage} {twin}",
-                    _store(entry, twin, lambda p=path, d=dense, r=repeats: plan.twin(p, d, r)),
-                )
+                (_PRIORITY[f"stage{stage}"], f"stage {stage} {twin}", _store(entry, twin, measure))
             )
     if case is not None and 2 in samples:
-        jobs.append(("two-stage prediction", lambda: _two_stage(plan, case, results)))
-        jobs += _sweep_jobs(plan, samples[2][0], results)
+        two_stage = lambda: _two_stage(plan, case, results)  # noqa: E731
+        jobs.append((_PRIORITY["two_stage"], "two-stage prediction", two_stage))
+        jobs += _sweep_jobs(plan, samples[2], results)
     if config.nnunet:
         jobs += _nnunet_jobs(plan, image, results)
-    return jobs
+    return [(label, job) for _, label, job in sorted(jobs, key=lambda item: item[0])]
 
 
 def _store(entry: dict, key: str, measure: Callable[[], dict]) -> Callable[[], None]:
@@ -248,10 +254,17 @@ def _two_stage(plan: _Plan, case: BenchCase, results: dict) -> None:
 
 
 def _sweep_jobs(plan: _Plan, stage2, results: dict) -> list:
+    config = plan.config
+    box = inputs.sweep_box(stage2, config.sweep_box)
+    dense_path = plan.save("sweep_box", box)
+    reference = {"box": list(box.hu.shape), "box_voxels": int(box.hu.size)}
+    results["sweep_box"] = reference
     results["sweep"] = []
-    jobs = []
-    for index, point in enumerate(plan.config.sweep):
-        sample = inputs.sweep_sample(stage2, point)
+    priority = _PRIORITY["sweep"]
+    measure_dense = lambda: plan.twin(dense_path, True, config.dense_repeats)  # noqa: E731
+    jobs = [(priority, "sweep dense twin", _store(reference, "dense", measure_dense))]
+    for index, point in enumerate(config.sweep):
+        sample = inputs.sweep_sample(box, point)
         path = plan.save(f"sweep{index}", sample)
         entry = {
             "setting": point.label,
@@ -261,14 +274,8 @@ def _sweep_jobs(plan: _Plan, stage2, results: dict) -> list:
             "kept_fraction": sample.kept_fraction,
         }
         results["sweep"].append(entry)
-        jobs.append(
-            (
-                f"sweep {point.label}",
-                _store(
-                    entry, "sparse", lambda p=path: plan.twin(p, False, plan.config.sweep_repeats)
-                ),
-            )
-        )
+        measure = lambda p=path: plan.twin(p, False, config.sweep_repeats)  # noqa: E731
+        jobs.append((priority, f"sweep {point.label}", _store(entry, "sparse", measure)))
     return jobs
 
 
@@ -295,6 +302,7 @@ def _nnunet_jobs(plan: _Plan, image, results: dict) -> list:
         if repeats < 1:
             continue
         key = "tta" if tta else "no_tta"
+        priority = _PRIORITY["nnunet_tta" if tta else "nnunet"]
 
         def job(tta: bool = tta, repeats: int = repeats, key: str = key) -> None:
             measured = run_in_fresh_process(
@@ -311,7 +319,7 @@ def _nnunet_jobs(plan: _Plan, image, results: dict) -> list:
             measured["full_volume_s"] = per_patch * measured["patches_full_volume"]
             results["nnunet"][key] = measured
 
-        jobs.append((f"nnU-Net {'with' if tta else 'without'} TTA", job))
+        jobs.append((priority, f"nnU-Net {'with' if tta else 'without'} TTA", job))
     return jobs
 
 

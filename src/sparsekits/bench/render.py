@@ -28,7 +28,11 @@ def render_markdown(results: dict) -> str:
         ]
         parts.append(nnunet_note(results.get("nnunet", {})))
     if results.get("sweep"):
-        parts += ["#### Sparsity sweep (stage-2 crop)", sweep_table(results)]
+        shape = "x".join(map(str, results["sweep_box"]["box"]))
+        parts += [
+            f"#### Sparsity sweep ({shape} box of the stage-2 crop around the ROI)",
+            sweep_table(results),
+        ]
     if results.get("goals"):
         rows = [
             [g["goal"], g["target"], g["measured"], "met" if g["met"] else "**missed**"]
@@ -159,8 +163,8 @@ def nnunet_note(nnunet: dict) -> str:
 
 
 def sweep_table(results: dict) -> str:
-    stage2 = next(e for e in results["stages"] if e["stage"] == 2)
-    dense = stage2.get("dense", {})
+    box = results["sweep_box"]
+    dense = box.get("dense", {})
     rows = []
     for entry in results["sweep"]:
         sparse = entry.get("sparse", {})
@@ -177,9 +181,9 @@ def sweep_table(results: dict) -> str:
         )
     rows.append(
         [
-            "dense twin (crop box)",
+            "dense twin (the box)",
             "100%",
-            f"{stage2['box_voxels'] / 1e6:.2f} M",
+            f"{box['box_voxels'] / 1e6:.2f} M",
             _seconds(dense),
             "1.00x",
             _mb(dense.get("peak_rss_mb")),
@@ -283,7 +287,7 @@ def _baseline_bars(results: dict) -> list[tuple[str, float]]:
 def _sweep_figure(results: dict):
     import matplotlib.pyplot as plt
 
-    stage2 = next(e for e in results["stages"] if e["stage"] == 2)
+    box = results["sweep_box"]
     points = sorted(
         (e for e in results["sweep"] if "sparse" in e), key=lambda e: e["kept_fraction"]
     )
@@ -294,14 +298,14 @@ def _sweep_figure(results: dict):
         (axes[1], "peak_rss_mb", "peak RSS (MiB)"),
     ):
         ax.plot(fractions, [e["sparse"][key] for e in points], "o-", label="sparse")
-        if key in stage2.get("dense", {}):
-            ax.axhline(stage2["dense"][key], color="C3", linestyle="--", label="dense twin")
-        ax.axvline(stage2["kept_fraction"], color="grey", linewidth=0.8, label="stage-2 window")
-        ax.set_xlabel("kept fraction of the crop box")
+        if key in box.get("dense", {}):
+            ax.axhline(box["dense"][key], color="C3", linestyle="--", label="dense twin")
+        ax.set_xlabel("kept fraction of the box")
         ax.set_title(title)
         ax.set_ylim(bottom=0)
         ax.legend()
-    fig.suptitle("stage-2 kidney crop: where sparsity stops paying")
+    shape = "x".join(map(str, box["box"]))
+    fig.suptitle(f"{shape} box of the stage-2 kidney crop: where sparsity stops paying")
     fig.tight_layout()
     return fig
 
