@@ -113,3 +113,17 @@ def test_stage2_without_labels_is_a_one_line_cli_error(tiny_ct, tmp_path):
         f"sparsekits: error: {ct}: stage 2 needs a kidney ROI: pass --labels LABEL_MAP"
     ]
     assert not (tmp_path / "benchmark.md").exists()
+
+
+def test_a_failed_measurement_is_reported_and_the_others_go_on():
+    from sparsekits.bench.pipeline import _run_job
+
+    def out_of_memory() -> None:
+        raise RuntimeError("child failed (exit -9):\nKilled")
+
+    results: dict = {}
+    _run_job("stage 2 dense", out_of_memory, results)
+    ran = []
+    _run_job("stage 2 sparse", lambda: ran.append(True), results)
+    assert results["failures"] == {"stage 2 dense": "Killed"}
+    assert ran == [True]

@@ -112,10 +112,21 @@ def run_benchmark(
         jobs = _jobs(plan, case, image, stages, results)
         for label, job in tqdm(jobs, desc="benchmark", unit="measurement"):
             tqdm.write(f"measuring {label}")
-            job()
+            _run_job(label, job, results)
+            if json_path is not None:  # an interrupted run keeps what it measured
+                write_json_atomic(Path(json_path), results)
         _maybe_profile(plan, results)
     print(write_outputs(results, out_dir, json_path))
     return results
+
+
+def _run_job(label: str, job: Callable[[], None], results: dict) -> None:
+    """Run one measurement; a failed one (e.g. out of memory) is reported, the others go on."""
+    try:
+        job()
+    except (RuntimeError, OSError) as error:
+        results.setdefault("failures", {})[label] = str(error).strip().splitlines()[-1]
+        tqdm.write(f"sparsekits benchmark: {label} failed: {results['failures'][label]}")
 
 
 def write_outputs(results: dict, out_dir: str | Path, json_path: str | Path | None = None) -> str:

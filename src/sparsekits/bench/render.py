@@ -18,6 +18,8 @@ def render_markdown(results: dict) -> str:
     ]
     if "skipped" in results:
         parts.append(f"Not measured: {results['skipped']}.")
+    for label, problem in results.get("failures", {}).items():
+        parts.append(f"**Failed:** {label}: `{problem}`")
     if results.get("stages"):
         parts += ["#### Sparse vs dense twin (same weights, same voxels)", twin_table(results)]
         parts.append(kept_note(results))
