@@ -10,6 +10,10 @@ All arithmetic runs in the dtype of the features it is given (see ``compute_dtyp
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 
 from sparsekits.sparse.kernel_map import CONFIG, NeighbourMap
@@ -24,11 +28,12 @@ def compute_dtype(features: torch.Tensor) -> torch.dtype:
 
 
 class _Chunks:
-    """Row chunks of a neighbour map, gathered into one reusable buffer.
+    """Row chunks of a neighbour map and how to gather one into a reusable buffer.
 
     Allocating a fresh block per chunk costs page faults that dwarf the arithmetic on CPU; one
-    buffer of about ``chunk_bytes`` stays warm in cache instead. Missing neighbours are gathered
-    from row 0 and then zeroed, so the features are never copied to append a zero row.
+    buffer of about ``chunk_bytes`` per worker stays warm in its core's cache instead. Missing
+    neighbours are gathered from row 0 and then zeroed, so the features are never copied to
+    append a zero row.
     """
 
     def __init__(self, features: torch.Tensor, nbr: NeighbourMap):
@@ -36,22 +41,83 @@ class _Chunks:
         self.nbr = nbr
         self.features = features
         self.channels = features.shape[1]
+        budget = CONFIG.chunk_bytes if features.device.type == "cpu" else CONFIG.cuda_chunk_bytes
         row_bytes = self.k * self.channels * features.element_size()
-        self.step = max(32, CONFIG.chunk_bytes // max(1, row_bytes))
-        self.buffer = features.new_empty(min(self.step, self.n) * self.k, self.channels)
+        self.step = max(32, budget // max(1, row_bytes))
+        self.count = -(-self.n // self.step)
         starts = torch.arange(0, self.n + self.step, self.step, device=nbr.missing.device)
         self.missing_bounds = torch.searchsorted(nbr.missing, starts * self.k).tolist()
 
-    def __iter__(self):
-        """Yields (row slice, gathered block [rows, K, C]) for each chunk."""
-        for chunk, start in enumerate(range(0, self.n, self.step)):
-            rows = self.nbr.rows[start : start + self.step]
-            block = self.buffer[: rows.numel()]
-            torch.index_select(self.features, 0, rows.view(-1), out=block)
-            low, high = self.missing_bounds[chunk], self.missing_bounds[chunk + 1]
-            if high > low:
-                block.index_fill_(0, self.nbr.missing[low:high] - start * self.k, 0)
-            yield slice(start, start + len(rows)), block.view(len(rows), self.k, self.channels)
+    def new_buffer(self) -> torch.Tensor:
+        return self.features.new_empty(min(self.step, self.n) * self.k, self.channels)
+
+    def gather(self, chunk: int, buffer: torch.Tensor) -> tuple[slice, torch.Tensor]:
+        """(row slice, gathered block [rows, K, C]) of one chunk, written into ``buffer``."""
+        start = chunk * self.step
+        rows = self.nbr.rows[start : start + self.step]
+        block = buffer[: rows.numel()]
+        torch.index_select(self.features, 0, rows.view(-1), out=block)
+        low, high = self.missing_bounds[chunk], self.missing_bounds[chunk + 1]
+        if high > low:
+            block.index_fill_(0, self.nbr.missing[low:high] - start * self.k, 0)
+        return slice(start, start + len(rows)), block.view(len(rows), self.k, self.channels)
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """Threads whose torch ops run single-threaded: each works through its own chunks.
+
+    One parallel region per small op would put a thread barrier in every op; on a busy machine
+    each barrier waits for a time slice. Coarse parallelism over chunks has none.
+    """
+    pool = _POOLS.get(workers)
+    if pool is None:
+        main_threads = torch.get_num_threads()
+        started = threading.Barrier(workers + 1)
+
+        def single_threaded() -> None:
+            torch.get_num_threads()  # ATen's lazy per-thread init first, so it cannot undo ...
+            torch.set_num_threads(1)  # ... this, which then holds for this thread alone
+            started.wait()
+
+        pool = ThreadPoolExecutor(workers, "sparsekits-chunks", initializer=single_threaded)
+        for _ in range(workers):
+            pool.submit(lambda: None)
+        started.wait()
+        torch.set_num_threads(main_threads)  # restore the default for threads made later
+        _POOLS[workers] = pool
+    return pool
+
+
+def _map_chunks(
+    features: torch.Tensor,
+    nbr: NeighbourMap,
+    body: Callable[[slice, torch.Tensor, torch.Tensor | None], None],
+    make_accumulator: Callable[[], torch.Tensor] | None = None,
+) -> list[torch.Tensor | None]:
+    """Calls ``body(rows, block, accumulator)`` for every chunk; returns each worker's
+    accumulator. On CPU the chunks are spread over ``torch.get_num_threads()`` worker threads
+    (bodies must write disjoint rows or their own accumulator); on CUDA one loop suffices.
+    """
+    chunks = _Chunks(features, nbr)
+    workers = 1
+    if features.device.type == "cpu":
+        workers = max(1, min(torch.get_num_threads(), chunks.count))
+
+    def work(worker: int) -> torch.Tensor | None:
+        with torch.no_grad():  # grad mode is per thread; these are raw kernels
+            buffer = chunks.new_buffer()
+            accumulator = None if make_accumulator is None else make_accumulator()
+            for chunk in range(worker, chunks.count, workers):
+                rows, block = chunks.gather(chunk, buffer)
+                body(rows, block, accumulator)
+        return accumulator
+
+    if workers == 1:
+        return [work(0)]
+    return list(_pool(workers).map(work, range(workers)))
 
 
 # -- submanifold convolution: forward kernels (no autograd) ------------------------------------
@@ -60,10 +126,13 @@ def _depthwise(
 ) -> torch.Tensor:
     """out[i, c] = bias[c] + sum_k weight[k, c] * features[nbr[i, k], c]; weight is [K, C]."""
     out = features.new_empty(len(nbr.rows), features.shape[1])
-    for rows, block in _Chunks(features, nbr):
+
+    def body(rows: slice, block: torch.Tensor, _) -> None:
         torch.sum(block.mul_(weight), dim=1, out=out[rows])
         if bias is not None:
             out[rows] += bias
+
+    _map_chunks(features, nbr, body)
     return out
 
 
@@ -77,7 +146,8 @@ def _grouped(
     """Gather-GEMM: weight is [G, K * Cin_g, Cout_g]; returns [N, G * Cout_g]."""
     k, cin_g = nbr.kernel_volume, features.shape[1] // groups
     out = features.new_empty(len(nbr.rows), groups * weight.shape[2])
-    for rows, block in _Chunks(features, nbr):
+
+    def body(rows: slice, block: torch.Tensor, _) -> None:
         m = len(block)
         if groups == 1:
             cols = block.view(m, k * cin_g)
@@ -85,21 +155,26 @@ def _grouped(
                 torch.mm(cols, weight[0], out=out[rows])
             else:
                 torch.addmm(bias, cols, weight[0], out=out[rows])
-            continue
+            return
         cols = block.view(m, k, groups, cin_g).permute(2, 0, 1, 3).reshape(groups, m, k * cin_g)
         out[rows] = torch.bmm(cols, weight).transpose(0, 1).reshape(m, -1)
         if bias is not None:
             out[rows] += bias
+
+    _map_chunks(features, nbr, body)
     return out
 
 
 def _depthwise_weight_grad(
     features: torch.Tensor, nbr: NeighbourMap, grad_out: torch.Tensor
 ) -> torch.Tensor:
-    grad = features.new_zeros(nbr.kernel_volume, features.shape[1])
-    for rows, block in _Chunks(features, nbr):
+    def body(rows: slice, block: torch.Tensor, grad: torch.Tensor) -> None:
         grad += block.mul_(grad_out[rows, None, :]).sum(0)
-    return grad
+
+    def zeros() -> torch.Tensor:
+        return features.new_zeros(nbr.kernel_volume, features.shape[1])
+
+    return torch.stack(_map_chunks(features, nbr, body, zeros)).sum(0)
 
 
 def _grouped_weight_grad(
@@ -107,15 +182,19 @@ def _grouped_weight_grad(
 ) -> torch.Tensor:
     k, cin_g = nbr.kernel_volume, features.shape[1] // groups
     cout_g = grad_out.shape[1] // groups
-    grad = features.new_zeros(groups, k * cin_g, cout_g)
-    for rows, block in _Chunks(features, nbr):
+
+    def body(rows: slice, block: torch.Tensor, grad: torch.Tensor) -> None:
         m = len(block)
         if groups == 1:
             grad[0].addmm_(block.view(m, k * cin_g).t(), grad_out[rows])
-            continue
+            return
         cols = block.view(m, k, groups, cin_g).permute(2, 1, 3, 0).reshape(groups, k * cin_g, m)
         grad.baddbmm_(cols, grad_out[rows].view(m, groups, cout_g).transpose(0, 1))
-    return grad
+
+    def zeros() -> torch.Tensor:
+        return features.new_zeros(groups, k * cin_g, cout_g)
+
+    return torch.stack(_map_chunks(features, nbr, body, zeros)).sum(0)
 
 
 class _DepthwiseSubMConv(torch.autograd.Function):

@@ -36,8 +36,10 @@ class KernelMapConfig:
     lookup_entries_per_voxel: int = 64
     # ... or this many in total, whichever is larger (small inputs always use it).
     lookup_entries_min: int = 1 << 22
-    # Rows per chunk are chosen so that one gathered block [rows, K, C] has about this size.
-    chunk_bytes: int = 4 << 20
+    # Rows per chunk are chosen so that one gathered block [rows, K, C] has about this size:
+    # cache-sized on CPU, large on CUDA where each chunk costs kernel launches.
+    chunk_bytes: int = 2 << 20
+    cuda_chunk_bytes: int = 256 << 20
 
 
 CONFIG = KernelMapConfig()
