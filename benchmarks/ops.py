@@ -56,7 +56,7 @@ def benchmark_cases(quick: bool) -> list[Case]:
         return [Case("depthwise", 64, 64, ("forward",)), Case("full", 64, 32, ("forward",))]
     cases = [Case("depthwise", 128, 64, occupancies=OCCUPANCIES)]
     cases.append(Case("full", 128, 32, occupancies=OCCUPANCIES))
-    cases += [Case("depthwise", 64, c) for c in (16, 256)]
+    cases += [Case("depthwise", 64, 16), Case("depthwise", 64, 256, ("forward",))]
     cases += [Case("full", 64, c) for c in (16, 64)]
     cases += [Case(op, 64, c) for op in ("down", "inverse", "layernorm", "grn") for c in (16, 256)]
     return cases
@@ -199,7 +199,8 @@ def run_benchmark(quick: bool, device: str) -> tuple[list[list[object]], list[li
             jobs += [(case, mode, "sparse", occ) for occ in case.occupancies]
     results: dict[tuple, dict] = {}
     for case, mode, twin, occ in tqdm(jobs, desc="ops", unit="run"):
-        results[(case, mode, twin, occ if twin == "sparse" else None)] = run_in_fresh_process(
+        key = (case, mode, twin, occ if twin == "sparse" else None)
+        results[key] = run_in_fresh_process(
             f"{TARGET}:measure_op",
             op=case.op,
             twin=twin,
@@ -209,6 +210,7 @@ def run_benchmark(quick: bool, device: str) -> tuple[list[list[object]], list[li
             mode=mode,
             device=device,
         )
+        tqdm.write(f"{case.op} {case.size}^3 C={case.channels} {mode} {twin} {occ}: {results[key]}")
     rows = []
     for case, mode, twin, occ in jobs:
         if twin != "sparse":

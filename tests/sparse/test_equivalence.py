@@ -139,3 +139,18 @@ def test_pointwise_add_cat_and_dense_round_trip(device):
     assert cat([x, y]).features.shape == (len(x), 7)
     assert torch.equal(x.dense((5, 6, 7)), case.volume)
     assert x.batch_size == 2 and x.device.type == device and x.dtype == torch.float32
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_convs_follow_autocast(device):
+    """Under autocast the convs compute in the autocast dtype, like nn.Conv3d does."""
+    case = make_case((6, 5, 7), 0.4, channels=4, device=device)
+    subm = SubMConv3d(4, 4, groups=4).to(device)
+    down, up = SparseConv3d(4, 6).to(device), SparseInverseConv3d(6, 4).to(device)
+    with torch.no_grad():
+        reference = up(down(subm(case.x)), case.x).features
+        with torch.autocast(device, dtype=torch.bfloat16):
+            out = up(down(subm(case.x)), case.x).features
+    assert out.dtype == torch.bfloat16
+    scale = float(reference.abs().max())
+    assert float((out.float() - reference).abs().max()) <= 0.05 * scale
