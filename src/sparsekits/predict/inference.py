@@ -119,7 +119,9 @@ def _batches(sizes: Sequence[int], max_voxels: int) -> list[list[int]]:
     return groups
 
 
-@torch.inference_mode()
+# no_grad rather than inference_mode: the engine fills results from its own CPU worker threads,
+# which are not in the caller's inference mode and may not write into inference tensors.
+@torch.no_grad()
 def _predict_batch(
     networks: StageNetworks, samples: Sequence[tuple[np.ndarray, np.ndarray]], tta: bool
 ) -> list[np.ndarray]:

@@ -133,8 +133,7 @@ class TwoStagePredictor:
             labels = np.zeros(image.grid.shape, np.uint8)
             box = _union_box([roi.voxel_box for roi in rois])
             if box is not None:
-                regions = (bits[..., None] & REGION_BITS) > 0
-                labels[_slices(box)] = regions_to_labels(regions)
+                _paint(labels[_slices(box)], bits)
             roi_mask = (
                 _roi_mask(image.grid, grid1, components, rois) if keep_probabilities else None
             )
@@ -332,6 +331,13 @@ def _share_net_time(rois: list[RoiPrediction], seconds: float) -> None:
     total = sum(roi.n_voxels for roi in rois) or 1
     for roi in rois:
         roi.timings["net"] = seconds * roi.n_voxels / total
+
+
+def _paint(labels: np.ndarray, bits: np.ndarray) -> None:
+    """Paint region bits into ``labels`` (same shape), touching only the predicted voxels."""
+    predicted = np.nonzero(bits)  # index arrays: ``labels`` may be a non-contiguous view
+    regions = (bits[predicted][:, None] & REGION_BITS) > 0
+    labels[predicted] = regions_to_labels(regions)
 
 
 def _dense_mask(shape, coords: np.ndarray, values: np.ndarray) -> np.ndarray:
