@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import json
 import os
 import pstats
 import sys
@@ -162,15 +163,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="print, do not edit BENCHMARKS.md")
+    parser.add_argument(
+        "--work", type=Path, default=None, help="keep (and reuse) the CT and model folder here"
+    )
     args = parser.parse_args(argv)
     if not LABELS.is_file():
         sys.exit(f"predict_speed: {LABELS} not found (../shared/data is needed)")
     os.chdir(REPO)  # the fresh process imports this file as benchmarks.predict_speed
-    with tempfile.TemporaryDirectory(prefix="predict-speed-") as work:
-        inputs = build_inputs(Path(work))
+    with tempfile.TemporaryDirectory(prefix="predict-speed-") as scratch:
+        work = args.work or Path(scratch)
+        work.mkdir(parents=True, exist_ok=True)
+        inputs_json = work / "inputs.json"
+        if not inputs_json.is_file():
+            inputs_json.write_text(json.dumps(build_inputs(work)))
+        inputs = json.loads(inputs_json.read_text())
         result = run_in_fresh_process(
             "benchmarks.predict_speed:measure",
-            work=work,
+            work=str(work.resolve()),
             repeats=args.repeats,
             warmup=args.warmup,
             profile=args.profile,

@@ -71,8 +71,8 @@ FULL = DemoConfig(
     train_cases=12,
     test_cases=3,
     phantom_shape=(96, 72, 64),
-    stage1=StageTraining(epochs=8, samples_per_epoch=10, accumulation=2, lr=3e-3),
-    stage2=StageTraining(epochs=8, samples_per_epoch=10, accumulation=2, lr=3e-3),
+    stage1=StageTraining(epochs=6, samples_per_epoch=6, accumulation=1, lr=3e-3),
+    stage2=StageTraining(epochs=8, samples_per_epoch=6, accumulation=1, lr=3e-3),
 )
 # For the end-to-end test: every step runs, nothing is trained long enough to be good.
 QUICK = DemoConfig(
@@ -169,6 +169,17 @@ def _train_stage(out: Path, config: DemoConfig, stage: int, training: StageTrain
     shutil.copytree(result.model_dir, out / "model" / f"stage{stage}" / "fold_0")
 
 
+def _settings(config: DemoConfig) -> dict:
+    """The demo's settings, with the phantom config cut to what differs from the default."""
+    settings = asdict(config)
+    settings["phantom"] = {
+        key: value
+        for key, value in asdict(config.phantom).items()
+        if value != getattr(DEFAULT_PHANTOM, key) and key != "body"
+    }
+    return settings
+
+
 @contextmanager
 def _step(timings: dict[str, float], name: str) -> Iterator[None]:
     print(f"demo: {name} ...", flush=True)
@@ -206,7 +217,7 @@ def _write_report(out: Path, config: DemoConfig, evaluation, timings: dict[str, 
         "## Settings",
         "",
         "```",
-        *(f"{key}: {value}" for key, value in asdict(config).items()),
+        *(f"{key}: {value}" for key, value in _settings(config).items()),
         "```",
         "",
         "## Use the trained model",
