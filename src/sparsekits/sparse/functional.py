@@ -10,6 +10,7 @@ All arithmetic runs in the dtype of the features it is given (see ``compute_dtyp
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -64,6 +65,8 @@ class _Chunks:
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
+# A forked child (DataLoader worker, multiprocessing) inherits the dict but not the threads.
+os.register_at_fork(after_in_child=_POOLS.clear)
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
