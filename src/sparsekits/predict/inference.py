@@ -100,14 +100,15 @@ def predict_probabilities(
     sample runs alone). Averages over folds and, with ``tta``, over the 8 mirrorings.
     """
     results: list[np.ndarray | None] = [None] * len(samples)
-    for group in _batches([len(coords) for coords, _ in samples], max_batch_voxels):
+    for group in batch_groups([len(coords) for coords, _ in samples], max_batch_voxels):
         probabilities = _predict_batch(networks, [samples[i] for i in group], tta)
         for index, probability in zip(group, probabilities, strict=True):
             results[index] = probability
     return results  # type: ignore[return-value]
 
 
-def _batches(sizes: Sequence[int], max_voxels: int) -> list[list[int]]:
+def batch_groups(sizes: Sequence[int], max_voxels: int) -> list[list[int]]:
+    """Consecutive groups of sample indices, each at most ``max_voxels`` (or one sample)."""
     groups: list[list[int]] = []
     total = 0
     for index, size in enumerate(sizes):

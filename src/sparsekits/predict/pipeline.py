@@ -28,6 +28,7 @@ from sparsekits.errors import InputError
 from sparsekits.fileio import atomic_path
 from sparsekits.predict.inference import (
     MAX_BATCH_VOXELS,
+    batch_groups,
     load_stage_networks,
     predict_probabilities,
 )
@@ -164,11 +165,13 @@ class TwoStagePredictor:
             )
             samples.append((coords2, features2))
 
-        start = time.perf_counter()
-        probabilities = predict_probabilities(
-            self.stage2, samples, tta=self.tta, max_batch_voxels=self.max_batch_voxels
-        )
-        _share_net_time(rois, time.perf_counter() - start)
+        probabilities = []
+        for group in batch_groups([len(c) for c, _ in samples], self.max_batch_voxels):
+            start = time.perf_counter()
+            probabilities += predict_probabilities(
+                self.stage2, [samples[i] for i in group], self.tta, self.max_batch_voxels
+            )
+            _share_net_time([rois[i] for i in group], time.perf_counter() - start)
 
         box = _union_box([roi.voxel_box for roi in rois])
         bits = np.zeros([stop - begin for begin, stop in box], np.uint8) if box else None
@@ -327,7 +330,7 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
 
 
 def _share_net_time(rois: list[RoiPrediction], seconds: float) -> None:
-    """Attribute batched stage-2 network time to the ROIs in proportion to their voxels."""
+    """Attribute a batched pass's network time to its ROIs in proportion to their voxels."""
     total = sum(roi.n_voxels for roi in rois) or 1
     for roi in rois:
         roi.timings["net"] = seconds * roi.n_voxels / total
