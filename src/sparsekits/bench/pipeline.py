@@ -323,7 +323,8 @@ def _nnunet_jobs(plan: _Plan, image, results: dict) -> list:
                 full_shape=full_shape,
                 tta=tta,
                 repeats=repeats,
-                warmup=plan.config.warmup,
+                # A TTA run is 8 forward passes of the same patch: the first warms up the rest.
+                warmup=0 if tta else plan.config.warmup,
                 device=plan.device,
             )
             per_patch = measured["median_s"] / measured["patches_per_run"]
