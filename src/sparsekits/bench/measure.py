@@ -21,16 +21,26 @@ _RESULT_MARK = "__SPARSEKITS_RESULT__"
 
 
 def time_median(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> dict:
-    """Run ``fn`` ``warmup`` times unmeasured, then ``repeats`` times; seconds of each run."""
+    """Run ``fn`` ``warmup`` times unmeasured, then ``repeats`` times; seconds of each run.
+
+    Also the process CPU time of each run (all threads summed): on a shared machine it varies
+    less with other people's load than the wall-clock time does.
+    """
     for _ in range(warmup):
         fn()
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         fn()
         _sync_cuda()
         times.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(times), "times_s": times}
+        cpu_times.append(time.process_time() - cpu_start)
+    return {
+        "median_s": statistics.median(times),
+        "times_s": times,
+        "cpu_median_s": statistics.median(cpu_times),
+        "cpu_times_s": cpu_times,
+    }
 
 
 def _sync_cuda() -> None:
