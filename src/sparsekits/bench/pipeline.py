@@ -245,6 +245,8 @@ def _ratios(sparse: dict, dense: dict) -> dict:
     dense_work = dense["peak_rss_mb"] - dense["rss_before_run_mb"]
     if dense_work > 0:
         ratios["working_rss_ratio"] = sparse_work / dense_work
+    if "cpu_median_s" in sparse and "cpu_median_s" in dense:
+        ratios["cpu_time_ratio"] = sparse["cpu_median_s"] / dense["cpu_median_s"]
     if "cuda_peak_mb" in sparse and "cuda_peak_mb" in dense:
         ratios["cuda_ratio"] = sparse["cuda_peak_mb"] / dense["cuda_peak_mb"]
     return ratios

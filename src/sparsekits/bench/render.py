@@ -56,6 +56,7 @@ def twin_table(results: dict) -> str:
         "sparse time (s)",
         "dense time (s)",
         "time ratio",
+        "CPU-time ratio",
         f"sparse {memory}",
         f"dense {memory}",
         "memory ratio",
@@ -73,6 +74,7 @@ def twin_table(results: dict) -> str:
                 _seconds(sparse),
                 _seconds(dense),
                 _ratio(entry.get("time_ratio")),
+                _ratio(entry.get("cpu_time_ratio")),
                 _mb(sparse.get(memory_key)),
                 _mb(dense.get(memory_key)),
                 _ratio(entry.get("cuda_ratio" if cuda else "rss_ratio")),
@@ -80,9 +82,11 @@ def twin_table(results: dict) -> str:
             ]
         )
     note = (
-        "Times: median of the runs listed in the JSON (after warm-up). Peak RSS: a fresh "
-        "process per measurement (interpreter, torch, model and input included); the "
-        "forward-pass ratio subtracts each process's RSS just before the first run."
+        "Times: median wall-clock time of the runs listed in the JSON (after warm-up); the "
+        "CPU-time ratio compares process CPU time (both threads), which other people's load on a "
+        "shared machine disturbs less. Peak RSS: a fresh process per measurement (interpreter, "
+        "torch, model and input included); the forward-pass ratio subtracts each process's RSS "
+        "just before the first run."
     )
     return markdown_table(header, rows) + "\n\n" + note
 
