@@ -168,10 +168,11 @@ class _Trainer:
 
         _seed_everything(config.seed + context.rank)
         self.net = build_model(config.preset).to(context.device)
-        self.model = self.net
+        self.outputs = _FeatureOutputs(self.net)
+        self.model: torch.nn.Module = self.outputs
         if context.enabled:
             # The network owns deep-supervision heads that forward() may not use.
-            self.model = DistributedDataParallel(self.net, find_unused_parameters=True)
+            self.model = DistributedDataParallel(self.outputs, find_unused_parameters=True)
         self.optimizer = build_optimizer(self.net, OptimConfig(lr=config.lr))
         self.scheduler = build_scheduler(
             self.optimizer, OptimConfig(lr=config.lr), self.steps_per_epoch, config.epochs
@@ -270,7 +271,7 @@ class _Trainer:
             steps_now = position == group_start + group_size - 1
             syncing = steps_now or not context.enabled
             with nullcontext() if syncing else self.model.no_sync():
-                loss = self._loss(self.model, item)
+                loss = self._loss(item)
                 (loss / group_size).backward()
             progress.loss_sum += loss.item()
             progress.loss_count += 1
@@ -343,11 +344,11 @@ class _Trainer:
             collate_fn=_identity,
         )
 
-    def _loss(self, model: torch.nn.Module, item: SparseItem) -> torch.Tensor:
+    def _loss(self, item: SparseItem) -> torch.Tensor:
         inputs, targets = self._tensors(item)
         with self._autocast():
-            outputs = model(inputs)
-        return deep_supervision_dice_loss(outputs, targets)
+            features = self.model(inputs)
+        return deep_supervision_dice_loss(self.outputs.rebuild(features), targets)
 
     def _tensors(self, item: SparseItem) -> tuple[SparseTensor, SparseTensor]:
         device = self.context.device
@@ -404,6 +405,8 @@ class _Trainer:
                 "loss_sum": progress.loss_sum,
                 "loss_count": progress.loss_count,
                 "samples": progress.samples,
+                # Equal on every rank unless DDP failed to keep the replicas in step.
+                "parameter_sum": _parameter_sum(self.net),
             },
             self.context,
         )
@@ -451,6 +454,28 @@ class _Trainer:
         )
 
 
+class _FeatureOutputs(torch.nn.Module):
+    """The network with its outputs' features as plain tensors, which DDP can follow.
+
+    DDP finds the autograd graph (and the unused deep-supervision heads) through the tensors a
+    forward returns; it cannot look inside SparseTensors. ``rebuild`` puts the features it hands
+    back onto the coordinates of the last forward's outputs.
+    """
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+        self._last: list[SparseTensor] = []
+
+    def forward(self, inputs: SparseTensor) -> list[torch.Tensor]:
+        self._last = self.net(inputs)
+        return [output.features for output in self._last]
+
+    def rebuild(self, features: list[torch.Tensor]) -> list[SparseTensor]:
+        outputs, self._last = self._last, []
+        return [out.replace(f) for out, f in zip(outputs, features, strict=True)]
+
+
 def _check_config(config: TrainConfig, context: DistContext) -> None:
     if not 0 <= config.fold < N_FOLDS:
         raise ValueError(f"fold must be in 0..{N_FOLDS - 1}, got {config.fold}")
@@ -468,6 +493,10 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def _parameter_sum(model: torch.nn.Module) -> float:
+    return float(sum(parameter.detach().double().sum() for parameter in model.parameters()))
 
 
 def _identity(item: SparseItem) -> SparseItem:
