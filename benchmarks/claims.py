@@ -169,7 +169,10 @@ Command: `{command}`; per input it runs `sparsekits benchmark --input CT --label
 one network per stage loaded into both twins (`dense.load_state_dict(sparse.state_dict())`).
 Stage 1 sees the whole scan on the 1.99 mm grid (dense twin: its body box); stage 2 the largest
 dilated kidney ROI at 0.78 mm (dense twin: the crop box). Time: median of the runs after a
-warm-up (`torch.inference_mode`); CPU memory: peak RSS of a fresh process per measurement.
+warm-up, under `torch.no_grad` as in the predictor (the engine's CPU worker threads do not share
+the caller's thread-local inference mode); CPU memory: peak RSS of a fresh process per
+measurement. The machine was shared with other engineers' jobs: wall-clock times are noisy, the
+CPU-time ratio and the peaks less so.
 
 **nnU-Net v2 baseline.** `nnunetv2` (PyPI) runs unmodified with our torch 2.13.0 CPU build, but
 not in the project's venv: `pip install nnunetv2` pulls timm -> torchvision, which replace torch

@@ -48,9 +48,11 @@ def measure_twin(
     repeats: int = 3,
     warmup: int = 1,
 ) -> dict:
-    """Fresh-process target: time one twin's forward pass on one sample (torch.inference_mode).
+    """Fresh-process target: time one twin's forward pass on one sample (``torch.no_grad``).
 
     Building the input (and so, for the sparse network, its kernel maps) is part of each run.
+    ``no_grad`` rather than ``inference_mode``, as in the predictor: the engine fills its results
+    from its own CPU worker threads, which are not in the caller's (thread-local) inference mode.
     """
     from sparsekits.models import load_model_folder
 
@@ -64,7 +66,7 @@ def measure_twin(
         torch.cuda.reset_peak_memory_stats(device_)
     rss_before = peak_rss_mb()
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def run() -> None:
         model(make_input(sample, device_))
 
@@ -93,7 +95,7 @@ def profile_forward(
     activities = [ProfilerActivity.CPU]
     if device_.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
-    with torch.inference_mode():
+    with torch.no_grad():
         model(make_input(sample, device_))
         with profile(activities=activities, profile_memory=True) as prof:
             model(make_input(sample, device_))
