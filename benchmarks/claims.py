@@ -28,6 +28,7 @@ from sparsekits.bench.pipeline import BenchConfig, run_benchmark, write_outputs
 from sparsekits.bench.render import render_markdown
 from sparsekits.bench.report import update_section
 from sparsekits.config import STAGE2
+from sparsekits.fileio import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -117,19 +118,29 @@ def main(argv: list[str] | None = None) -> None:
     if args.no_nnunet:
         config = replace(config, nnunet=False)
     names = ("real", "phantom") if args.inputs == "both" else (args.inputs,)
-    sections = []
     for name in names:
         claim = INPUTS[name]
-        out = FIGURES / f"{claim.name}_{args.device}"
+        out = _out_dir(claim, args.device)
         if args.from_json:
             results = json.loads((out / "results.json").read_text())
             write_outputs(results, out, out / "results.json")
         else:
             results = _measure(claim, out, args, config)
+            results["command"] = _command(args, name)
+            write_json_atomic(out / "results.json", results)
         (out / "benchmark.md").unlink(missing_ok=True)  # the section below holds it
-        sections.append(_section(claim, results))
+    # Every input measured so far on this device, so that one input's re-run keeps the other's.
+    sections = [
+        _section(claim, json.loads((_out_dir(claim, args.device) / "results.json").read_text()))
+        for claim in INPUTS.values()
+        if (_out_dir(claim, args.device) / "results.json").is_file()
+    ]
     key = "claims" if args.device == "cpu" else f"claims-{args.device}"
-    update_section(key, _header(args) + "\n\n" + "\n\n".join(sections))
+    update_section(key, _header() + "\n\n" + "\n\n".join(sections))
+
+
+def _out_dir(claim: ClaimInput, device: str) -> Path:
+    return FIGURES / f"{claim.name}_{device}"
 
 
 def _measure(claim: ClaimInput, out: Path, args, config: BenchConfig) -> dict:
@@ -151,21 +162,28 @@ def _section(claim: ClaimInput, results: dict) -> str:
     figures = "\n\n".join(
         f"![{Path(path).stem}]({Path(path).relative_to(ROOT)})" for path in results["figures"]
     )
-    return f"### {claim.description}\n\n{render_markdown(results)}\n{figures}"
+    command = results.get("command", "")
+    return (
+        f"### {claim.description}\n\nCommand: `{command}`\n\n{render_markdown(results)}\n{figures}"
+    )
 
 
-def _header(args) -> str:
-    command = "python benchmarks/claims.py" + " ".join(
-        [""]
-        + ([f"--inputs {args.inputs}"] if args.inputs != "both" else [])
+def _command(args, name: str) -> str:
+    return " ".join(
+        ["python benchmarks/claims.py", f"--inputs {name}"]
         + ([f"--device {args.device}"] if args.device != "cpu" else [])
+        + ([f"--preset {args.preset}"] if args.preset != "paper" else [])
         + (["--quick"] if args.quick else [])
         + (["--no-nnunet"] if args.no_nnunet else [])
     )
-    return f"""## The paper's efficiency claims (issue 7)
 
-Command: `{command}`; per input it runs `sparsekits benchmark --input CT --labels LABELS
---kidney-labels ... --out DIR`. Networks: the paper preset (27.5 M parameters), random weights,
+
+def _header() -> str:
+    return """## The paper's efficiency claims (issue 7)
+
+All inputs: `python benchmarks/claims.py` (each input's own command is given below); per input
+it runs what `sparsekits benchmark --input CT --labels LABELS --kidney-labels ... --out DIR`
+runs. Networks: the paper preset (27.5 M parameters), random weights,
 one network per stage loaded into both twins (`dense.load_state_dict(sparse.state_dict())`).
 Stage 1 sees the whole scan on the 1.99 mm grid (dense twin: its body box); stage 2 the largest
 dilated kidney ROI at 0.78 mm (dense twin: the crop box). Time: median of the runs after a
