@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         out = _out_dir(claim, args.device)
         if args.from_json:
             results = json.loads((out / "results.json").read_text())
+            results.setdefault("command", _command(args, name))
             write_outputs(results, out, out / "results.json")
         else:
             results = _measure(claim, out, args, config)
