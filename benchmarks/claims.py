@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--quick", action="store_true", help="1 run after warm-up, 4 sweep points")
     parser.add_argument("--no-nnunet", action="store_true")
+    parser.add_argument("--no-sweep", action="store_true")
     parser.add_argument(
         "--from-json",
         action="store_true",
@@ -117,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     config = QUICK if args.quick else FULL
     if args.no_nnunet:
         config = replace(config, nnunet=False)
+    if args.no_sweep:
+        config = replace(config, sweep=())
     names = ("real", "phantom") if args.inputs == "both" else (args.inputs,)
     for name in names:
         claim = INPUTS[name]
@@ -176,6 +179,7 @@ def _command(args, name: str) -> str:
         + ([f"--preset {args.preset}"] if args.preset != "paper" else [])
         + (["--quick"] if args.quick else [])
         + (["--no-nnunet"] if args.no_nnunet else [])
+        + (["--no-sweep"] if args.no_sweep else [])
     )
 
 

@@ -220,7 +220,8 @@ def _jobs(plan: _Plan, case: BenchCase | None, image, stages, results: dict) -> 
     if case is not None and 2 in samples:
         two_stage = lambda: _two_stage(plan, case, results)  # noqa: E731
         jobs.append((_PRIORITY["two_stage"], "two-stage prediction", two_stage))
-        jobs += _sweep_jobs(plan, samples[2], results)
+        if config.sweep:
+            jobs += _sweep_jobs(plan, samples[2], results)
     if config.nnunet:
         jobs += _nnunet_jobs(plan, image, results)
     return [(label, job) for _, label, job in sorted(jobs, key=lambda item: item[0])]
