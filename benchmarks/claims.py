@@ -1,18 +1,21 @@
 """The paper's efficiency claims, measured: sparse vs its dense twin per stage, the full two-stage
 prediction vs nnU-Net v2 3d_fullres (with and without TTA), and a sparsity sweep.
 
-Writes the section "claims" of BENCHMARKS.md, the PNGs and JSON under docs/benchmarks/<input>/.
+Writes the section "claims" of BENCHMARKS.md (every input measured so far) and the PNGs and JSON
+under docs/benchmarks/<input>_<device>/.
 
-    python benchmarks/claims.py                     # both inputs, full repeats (quiet machine)
-    python benchmarks/claims.py --inputs real       # the real CT only
-    python benchmarks/claims.py --quick             # 1 run after warm-up, short sweep
-    python benchmarks/claims.py --device cuda       # the same tables on a GPU
+    python benchmarks/claims.py                     # both inputs (quiet machine)
+    python benchmarks/claims.py --inputs real       # one input; the other's section is kept
+    python benchmarks/claims.py --quick             # sparse runs once too, no nnU-Net TTA
+    python benchmarks/claims.py --device cuda       # the same tables on a GPU (section claims-cuda)
+    python benchmarks/claims.py --from-json         # re-render from the saved JSON, no measuring
 
 Inputs (from ../shared/data, never copied into the repo): the real abdominal CT
 ct-samples/abdomen_ct_3mm.nii.gz with its TotalSegmentator organ map (kidneys 2, 3), and a
 KiTS-size phantom (611 x 512 x 512 at 0.5 x 0.92 x 0.92 mm) built around the real KiTS23 label map
 kits23-labels/case_00000.nii.gz (kidneys 1, 2, 3). nnU-Net needs its own venv:
-benchmarks/install_nnunet.sh. Each input's run takes 10-15 min on 2 quiet CPU cores.
+benchmarks/install_nnunet.sh. A --quick run of the real CT took about 35 min on 2 cores shared
+with other jobs (load 8-15); the headline numbers (stage 2, two-stage, nnU-Net) come first.
 """
 
 from __future__ import annotations
