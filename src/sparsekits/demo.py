@@ -25,7 +25,7 @@ from pathlib import Path
 
 from sparsekits.bench.report import markdown_table
 from sparsekits.data.phantoms import DEFAULT as DEFAULT_PHANTOM
-from sparsekits.data.phantoms import PhantomConfig
+from sparsekits.data.phantoms import PhantomConfig, write_phantom_dataset
 
 TEST_SEED_OFFSET = 1000  # test phantoms use seed + this: no case is shared with training
 # Smaller kidneys (and lesions) than the default phantoms': a stage-2 ROI (kidney dilated by 10 mm,
@@ -53,6 +53,8 @@ class StageTraining:
 
 @dataclass(frozen=True)
 class DemoConfig:
+    """What the demo generates and how long it trains."""
+
     train_cases: int  # phantoms in DIR/data; fold 0 validates on a fifth of them
     test_cases: int  # held-out phantoms in DIR/test
     stage1: StageTraining
@@ -74,11 +76,12 @@ FULL = DemoConfig(
     stage1=StageTraining(epochs=6, samples_per_epoch=6, accumulation=1, lr=3e-3),
     stage2=StageTraining(epochs=8, samples_per_epoch=6, accumulation=1, lr=3e-3),
 )
-# For the end-to-end test: every step runs, nothing is trained long enough to be good.
+# For the end-to-end test: every step runs, nothing is trained long enough to be good (an
+# untrained stage 1 may call the whole field of view one ROI, hence the smallest one).
 QUICK = DemoConfig(
     train_cases=5,
     test_cases=1,
-    phantom_shape=(72, 56, 48),
+    phantom_shape=(64, 48, 40),
     stage1=StageTraining(epochs=1, samples_per_epoch=1, accumulation=1, lr=3e-3),
     stage2=StageTraining(epochs=1, samples_per_epoch=1, accumulation=1, lr=3e-3),
     loader_workers=0,
@@ -136,8 +139,6 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False) -> DemoResul
 
 
 def _write_phantoms(out: Path, config: DemoConfig) -> None:
-    from sparsekits.data.phantoms import write_phantom_dataset
-
     for folder, cases, seed in (
         ("data", config.train_cases, config.seed),
         ("test", config.test_cases, config.seed + TEST_SEED_OFFSET),

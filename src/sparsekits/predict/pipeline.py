@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from sparsekits.data.geometry import Grid
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+# Full-size outputs are allocated in NIfTI's on-disk (Fortran) order: nibabel then writes them
+# without a strided copy, about 6x faster for a 611 x 512 x 512 label map.
+NIFTI_ORDER = "F"
 # Region r of a thresholded prediction is bit r of one uint8, so one nearest-neighbour resampling
 # carries all three regions back to the input grid, and OR merges overlapping ROIs.
 REGION_BITS = (1 << np.arange(NUM_REGIONS)).astype(np.uint8)
@@ -131,7 +134,7 @@ class TwoStagePredictor:
         del hu1, foreground
         rois, bits = self._stage2(image, grid1, components, keep_probabilities, resample, sparsify)
         with _timed(timings, "merge"):
-            labels = np.zeros(image.grid.shape, np.uint8)
+            labels = np.zeros(image.grid.shape, np.uint8, order=NIFTI_ORDER)
             box = _union_box([roi.voxel_box for roi in rois])
             if box is not None:
                 _paint(labels[_slices(box)], bits)
@@ -370,7 +373,7 @@ def _roi_mask(grid, grid1, components, rois: list[RoiPrediction]) -> np.ndarray:
     """Stage-1 ROI components on the input grid (ROI k -> k + 1), filled only in their boxes."""
     from sparsekits.data.geometry import resample
 
-    mask = np.zeros(grid.shape, np.uint8)
+    mask = np.zeros(grid.shape, np.uint8, order=NIFTI_ORDER)
     for component, roi in zip(components, rois, strict=True):
         sub = resample(component.astype(np.uint8), grid1, _sub_grid(grid, roi.voxel_box), order=0)
         region = mask[_slices(roi.voxel_box)]
