@@ -220,13 +220,15 @@ class KernelMapCache:
             self.stats["neighbour_hits"] += 1
             return table
         index = self.index
-        deltas = torch.tensor(
-            [index.space.delta(o) for o in kernel_offsets(kernel_size)], device=self.coords.device
-        )
-        keys = index.keys[:, None] + deltas[None, :]
-        rows = index.rows_of_keys(keys.view(-1))
+        offsets = kernel_offsets(kernel_size)
+        rows = torch.empty((index.size, len(offsets)), dtype=torch.int32, device=index.keys.device)
+        for k, offset in enumerate(offsets):  # one offset at a time: no [N, K] int64 temporary
+            rows[:, k] = index.rows_of_keys(index.keys + index.space.delta(offset))
+        rows = rows.view(-1)
         missing = (rows == index.size).nonzero().squeeze(1)
-        table = NeighbourMap(rows.index_fill_(0, missing, 0).view(keys.shape), missing)
+        table = NeighbourMap(
+            rows.index_fill_(0, missing, 0).view(index.size, len(offsets)), missing
+        )
         self._neighbours[kernel_size] = table
         self.stats["neighbour_builds"] += 1
         return table
