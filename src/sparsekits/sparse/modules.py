@@ -186,13 +186,28 @@ class SparseGRN(nn.Module):
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         f = x.features
-        batch = x.kernel_maps.batch_index
-        sq = f.new_zeros(x.batch_size, f.shape[1]).index_add_(0, batch, f * f)
+        g = self._channel_norms(x)
+        n = g / (g.mean(dim=1, keepdim=True) + self.eps)
+        # gamma * (x * N) + beta + x == x * (1 + gamma * N) + beta: one pass over [N, C]
+        # instead of five (GRN runs on the 4x-wide MLP features, the widest tensors of a block).
+        scale = torch.addcmul(torch.ones_like(self.gamma), self.gamma, n)
+        if x.batch_size > 1:
+            scale = scale[x.kernel_maps.batch_index]
+        return x.replace(torch.addcmul(self.beta, f, scale))
+
+    @staticmethod
+    def _channel_norms(x: SparseTensor) -> torch.Tensor:
+        """G [B, C]: L2 norm of each channel over each sample's voxels."""
+        f = x.features
+        squares = f * f
+        if x.batch_size == 1:
+            sq = squares.sum(dim=0, keepdim=True)
+        else:
+            sq = f.new_zeros(x.batch_size, f.shape[1])
+            sq.index_add_(0, x.kernel_maps.batch_index, squares)
         positive = sq > 0
         # sqrt has an infinite slope at 0: keep empty channels out of it so gradients stay finite.
-        g = torch.where(positive, torch.where(positive, sq, 1.0).sqrt(), 0.0)
-        n = g / (g.mean(dim=1, keepdim=True) + self.eps)
-        return x.replace(self.gamma * (f * n[batch]) + self.beta + f)
+        return torch.where(positive, torch.where(positive, sq, 1.0).sqrt(), 0.0)
 
 
 class _SparsePool3d(nn.Module):
