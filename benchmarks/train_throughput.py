@@ -14,7 +14,7 @@ kidneys first; the full-size run of a configuration is skipped, with its memory 
 the crop by voxel count, when that estimate exceeds ``--limit-gb``.
 
 Command (from the repository root):
-    python benchmarks/train_throughput.py --repeats 3 --limit-gb 7
+    python benchmarks/train_throughput.py --repeats 3 --limit-gb 7 --limit-s 600
 """
 
 from __future__ import annotations
@@ -182,21 +182,28 @@ def _crop_around_kidneys(labels: np.ndarray, size: tuple[int, int, int]) -> tupl
     return tuple(window)
 
 
-def run(devices: list[str], presets: list[str], repeats: int, limit_gb: float, work: Path) -> dict:
+def run(
+    devices: list[str],
+    presets: list[str],
+    repeats: int,
+    limit_gb: float,
+    limit_s: float,
+    work: Path,
+) -> dict:
     os.chdir(REPO)  # the fresh process imports this file as benchmarks.train_throughput
     sample, source = prepare_sample(work)
-    results: dict = {"source": source, "rows": []}
+    results: dict = {"source": source, "rows": [], "limit_s": limit_s, "repeats": repeats}
     for device in devices:
         for preset in presets:
             for twin in ("sparse", "dense"):
                 results["rows"].extend(
-                    _measure_config(str(sample), preset, twin, device, repeats, limit_gb)
+                    _measure_config(str(sample), preset, twin, device, repeats, limit_gb, limit_s)
                 )
     return results
 
 
-def _measure_config(sample, preset, twin, device, repeats, limit_gb) -> list[dict]:
-    """The crop run, then the full-size run if its extrapolated memory fits the limit."""
+def _measure_config(sample, preset, twin, device, repeats, limit_gb, limit_s) -> list[dict]:
+    """The crop run, then the full-size run if its extrapolated memory and time fit the limits."""
     base = {"sample": sample, "preset": preset, "twin": twin, "device": device}
     rows = []
     crop = run_in_fresh_process(TARGET, **base, crop=True, repeats=repeats)
@@ -206,8 +213,10 @@ def _measure_config(sample, preset, twin, device, repeats, limit_gb) -> list[dic
     memory_key = "cuda_peak_mb" if device == "cuda" else "peak_rss_mb"
     baseline = 0.0 if device == "cuda" else crop[BASELINE_KEY]
     estimate = baseline + growth * (crop[memory_key] - baseline)
+    seconds = growth * crop["median_s"] * (repeats + 1)
     full = {**base, "size": "full", "voxels": full_voxels, "estimate_mb": estimate}
-    if estimate <= limit_gb * 1024:
+    full["estimate_s"] = seconds
+    if estimate <= limit_gb * 1024 and seconds <= limit_s:
         full.update(run_in_fresh_process(TARGET, **base, crop=False, repeats=repeats))
     rows.append(full)
     return rows
@@ -230,6 +239,7 @@ def report(results: dict, command: str, limit_gb: float) -> str:
         "voxels",
         "steps/s",
         "median step (s)",
+        "CPU s/step",
         "peak RSS (MiB)",
         "CUDA peak (MiB)",
     ]
@@ -246,8 +256,9 @@ def report(results: dict, command: str, limit_gb: float) -> str:
         "",
         markdown_table(header, rows),
         "",
-        f"`skipped` rows: the memory extrapolated from the crop run (by voxel count) exceeds the "
-        f"{limit_gb:g} GB limit of this machine; the estimate is shown in the memory column.",
+        f"`skipped` rows: extrapolated from the crop run by voxel count, the memory exceeds "
+        f"{limit_gb:g} GB or the {repeats_note(results)} runs exceed {results['limit_s']:g} s on "
+        "this machine; the estimates are shown.",
         "Each row is a fresh process (peak RSS includes Python, torch and the weights). "
         "Measured while other work shared the machine: times are noisy, peaks are not.",
         "",
@@ -258,16 +269,30 @@ def report(results: dict, command: str, limit_gb: float) -> str:
     return "\n".join(lines)
 
 
+def repeats_note(results: dict) -> str:
+    return f"{results['repeats']} + 1 warm-up"
+
+
 def _table_row(row: dict) -> list:
     first = [row["device"], row["preset"], row["twin"], row["size"], f"{row['voxels']:,}"]
     if "median_s" not in row:
         key = "CUDA" if row["device"] == "cuda" else "RSS"
-        return [*first, "skipped", "-", f"~{row['estimate_mb']:,.0f} (est., {key})", "-"]
+        memory = f"~{row['estimate_mb']:,.0f} (est., {key})"
+        return [
+            *first,
+            "skipped",
+            f"~{row['estimate_s']:,.0f} s (est., all runs)",
+            "-",
+            memory,
+            "-",
+        ]
     cuda = f"{row['cuda_peak_mb']:,.0f}" if "cuda_peak_mb" in row else "-"
+    cpu = f"{row['cpu_median_s']:.2f}" if "cpu_median_s" in row else "-"
     return [
         *first,
         f"{1 / row['median_s']:.3f}",
         f"{row['median_s']:.2f}",
+        cpu,
         f"{row['peak_rss_mb']:,.0f}",
         cuda,
     ]
@@ -277,6 +302,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--limit-gb", type=float, default=7.0)
+    parser.add_argument("--limit-s", type=float, default=600.0, help="per full-size config")
     parser.add_argument("--presets", default="small,paper")
     parser.add_argument(
         "--devices", default=None, help="comma list; default: cpu, and cuda when available"
@@ -289,10 +315,12 @@ def main() -> None:
         devices.append("cuda")
     command = (
         f"python benchmarks/train_throughput.py --repeats {args.repeats} "
-        f"--limit-gb {args.limit_gb:g} --presets {args.presets} --devices {','.join(devices)}"
+        f"--limit-gb {args.limit_gb:g} --limit-s {args.limit_s:g} --presets {args.presets} "
+        f"--devices {','.join(devices)}"
     )
     start = time.perf_counter()
-    results = run(devices, args.presets.split(","), args.repeats, args.limit_gb, args.work)
+    presets = args.presets.split(",")
+    results = run(devices, presets, args.repeats, args.limit_gb, args.limit_s, args.work)
     body = report(results, command, args.limit_gb)
     print(body)
     print(f"(benchmark wall time {time.perf_counter() - start:.0f} s)")

@@ -186,20 +186,23 @@ def _initial_weights() -> dict:
 
 
 def test_training_loss_halves_on_tiny_phantoms(tiny_cache, tmp_path):
+    """96 optimiser steps of one sample (16 epochs of the fold's 6 cases) at lr 3e-3 of a 30-epoch
+    schedule, stopped there; seen: 4.22 in epoch 0, 1.94 in epoch 13."""
     config = TrainConfig(
         data=tiny_cache,
         out=tmp_path / "run",
         stage=1,
         fold=0,
         preset="small",
-        epochs=12,
+        epochs=30,
         seed=0,
         accumulation=1,
         lr=3e-3,
         num_workers=0,
         augment=False,
         val_every=100,
+        stop_after_steps=96,
     )
-    train(config)
+    assert not train(config).completed
     losses = [float(row["train_loss"]) for row in _log_rows(config.out)]
     assert losses[-1] < 0.5 * losses[0], losses
