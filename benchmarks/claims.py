@@ -55,9 +55,9 @@ QUICK = replace(
     repeats=1,
     nnunet_tta_repeats=0,
     sweep=(
+        SweepPoint((30.0, 40.0)),
         SweepPoint((0.0, 100.0)),
         SweepPoint(STAGE2.hu_window),
-        SweepPoint(STAGE2.hu_window, inside_roi=False),
         SweepPoint(ALL_HU, inside_roi=False),
     ),
 )

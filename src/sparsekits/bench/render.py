@@ -274,6 +274,15 @@ def _overview_figure(results: dict):
         axes[2].barh(range(len(names)), seconds, color=["C2"] + ["C3"] * (len(names) - 1))
         axes[2].set_yticks(range(len(names)), names)
         axes[2].set_xscale("log")
+        axes[2].set_xlim(left=1, right=max(seconds) * 20)
+        for row, value in enumerate(seconds):
+            axes[2].annotate(
+                f"{value:.0f} s",
+                (value, row),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+            )
         axes[2].set_title("full prediction time (s, log)")
     fig.suptitle(f"{Path(results['input']).name}, preset {results['preset']}, {results['device']}")
     fig.tight_layout()
@@ -291,27 +300,35 @@ def _baseline_bars(results: dict) -> list[tuple[str, float]]:
 
 
 def _sweep_figure(results: dict):
+    """Sparse over dense (time, peak RSS) against the kept fraction: the sweep on its box, and
+    the two stages' own inputs; the dense twin is the line at 1."""
     import matplotlib.pyplot as plt
 
-    box = results["sweep_box"]
+    dense = results["sweep_box"].get("dense", {})
     points = sorted(
         (e for e in results["sweep"] if "sparse" in e), key=lambda e: e["kept_fraction"]
     )
-    fractions = [e["kept_fraction"] for e in points]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    stages = [e for e in results.get("stages", []) if "time_ratio" in e]
+    shape = "x".join(map(str, results["sweep_box"]["box"]))
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.8))
     for ax, key, title in (
-        (axes[0], "median_s", "time (s)"),
-        (axes[1], "peak_rss_mb", "peak RSS (MiB)"),
+        (axes[0], "median_s", "time, sparse / dense"),
+        (axes[1], "peak_rss_mb", "peak RSS, sparse / dense"),
     ):
-        ax.plot(fractions, [e["sparse"][key] for e in points], "o-", label="sparse")
-        if key in box.get("dense", {}):
-            ax.axhline(box["dense"][key], color="C3", linestyle="--", label="dense twin")
+        ratios = [_over(e["sparse"], dense, key) for e in points]
+        if all(r is not None for r in ratios):
+            fractions = [e["kept_fraction"] for e in points]
+            ax.plot(fractions, ratios, "o-", label=f"HU windows, {shape} box")
+        for entry, marker in zip(stages, "s^", strict=False):
+            ratio = _over(entry["sparse"], entry["dense"], key)
+            ax.plot(entry["kept_fraction"], ratio, marker, label=f"stage {entry['stage']} input")
+        ax.axhline(1.0, color="C3", linestyle="--", label="dense twin")
         ax.set_xlabel("kept fraction of the box")
-        ax.set_title(title)
+        ax.set_xlim(0, 1.05)
         ax.set_ylim(bottom=0)
-        ax.legend()
-    shape = "x".join(map(str, box["box"]))
-    fig.suptitle(f"{shape} box of the stage-2 kidney crop: where sparsity stops paying")
+        ax.set_title(title)
+        ax.legend(fontsize="small")
+    fig.suptitle("where sparsity stops paying (below the dashed line it pays)")
     fig.tight_layout()
     return fig
 
