@@ -80,11 +80,12 @@ FULL = DemoConfig(
     stage2=StageTraining(epochs=6, samples_per_epoch=10, accumulation=1, lr=3e-3),
 )
 # For the end-to-end test: every step runs, nothing is trained long enough to be good (an
-# untrained stage 1 may call the whole field of view one ROI, hence the smallest one).
+# untrained stage 1 may call the whole field of view one ROI, hence a small one). Six cases: a
+# kidney may fall outside so small a view, and 5 folds need 5 cases with kidneys.
 QUICK = DemoConfig(
-    train_cases=5,
+    train_cases=6,
     test_cases=1,
-    phantom_shape=(64, 48, 40),
+    phantom_shape=(72, 56, 48),
     stage1=StageTraining(epochs=1, samples_per_epoch=1, accumulation=1, lr=3e-3),
     stage2=StageTraining(epochs=1, samples_per_epoch=1, accumulation=1, lr=3e-3),
     loader_workers=0,
