@@ -196,9 +196,11 @@ def run(
     for device in devices:
         for preset in presets:
             for twin in ("sparse", "dense"):
-                results["rows"].extend(
-                    _measure_config(str(sample), preset, twin, device, repeats, limit_gb, limit_s)
-                )
+                limits = (limit_gb, limit_s)
+                rows = _measure_config(str(sample), preset, twin, device, repeats, *limits)
+                for row in rows:  # partial results survive an interrupted run
+                    print(_table_row(row), flush=True)
+                results["rows"].extend(rows)
     return results
 
 
