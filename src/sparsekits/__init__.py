@@ -11,4 +11,12 @@ Packages, one per concern:
     bench     measurement helpers and benchmark drivers
 """
 
+import os
+
+# Idle OpenMP threads sleep instead of spinning. With spinning (the default), every parallel
+# region of a small op waits for a time slice whenever another process shares the cores (a data
+# loader, a second test worker, anything else on a 2-core machine): measured here, a training step
+# went from 2 s to 10 s. Set before torch loads OpenMP; the user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"

@@ -108,6 +108,7 @@ class TwoStagePredictor:
     ) -> CasePrediction:
         """Label map of ``image`` (sparsekits.data.io.Image) on its own grid."""
         from sparsekits.data.geometry import resample, stage_grid_for
+        from sparsekits.data.preprocess import OUTSIDE_HU
         from sparsekits.data.roi import extract_roi_components
         from sparsekits.data.sparsify import sparsify
 
@@ -115,7 +116,7 @@ class TwoStagePredictor:
         s1 = self.stage1.stage
         with _timed(timings, "stage1_resample"):
             grid1 = stage_grid_for(image.grid, s1.spacing_mm)
-            hu1 = resample(image.array, image.grid, grid1, order=1)
+            hu1 = resample(image.array, image.grid, grid1, order=1, cval=OUTSIDE_HU)
         with _timed(timings, "stage1_net"):
             coords1, features1 = sparsify(hu1, s1, None)
             (probabilities1,) = predict_probabilities(
@@ -146,6 +147,7 @@ class TwoStagePredictor:
 
     def _stage2(self, image, grid1, components, keep_probabilities, resample, sparsify):
         """Stage 2 on every ROI; returns the ROIs and the merged region bits on their union box."""
+        from sparsekits.data.preprocess import OUTSIDE_HU
         from sparsekits.data.roi import roi_crop_grid
 
         s2 = self.stage2.stage
@@ -155,7 +157,7 @@ class TwoStagePredictor:
             timings: dict[str, float] = {}
             with _timed(timings, "resample"):
                 crop_grid = roi_crop_grid(component, grid1, s2)
-                hu2 = resample(image.array, image.grid, crop_grid, order=1)
+                hu2 = resample(image.array, image.grid, crop_grid, order=1, cval=OUTSIDE_HU)
                 inside = resample(component.astype(np.uint8), grid1, crop_grid, order=0) > 0
             with _timed(timings, "sparsify"):
                 coords2, features2 = sparsify(hu2, s2, inside)
