@@ -20,8 +20,8 @@ def test_quick_demo_writes_report_model_predictions_and_overlays(tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "sparsekits.cli", "demo", "--out", str(out), "--quick"],
         capture_output=True,
-        text=True,
         encoding="utf-8",
+        errors="replace",
         env=env,
         timeout=900,
         check=False,

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from data_cases import synthetic_case, write_dicom_series, write_nifti
 
-from conftest import synthetic_case, write_dicom_series, write_nifti
 from sparsekits.data.datasets import Case, find_cases
 from sparsekits.errors import InputError
 

@@ -6,9 +6,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
+from data_cases import LPS_AFFINE, synthetic_case
 from scipy.spatial.transform import Rotation
 
-from conftest import LPS_AFFINE, synthetic_case
 from sparsekits.config import STAGE1, STAGE2
 from sparsekits.data import geometry
 from sparsekits.data.geometry import Grid, resample, stage_grid_for

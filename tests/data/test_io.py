@@ -8,8 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from data_cases import LPS_AFFINE, synthetic_case, write_dicom_series, write_nifti
 
-from conftest import LPS_AFFINE, synthetic_case, write_dicom_series, write_nifti
 from sparsekits.data.geometry import Grid
 from sparsekits.data.io import read_image, read_label_map, write_label_map
 from sparsekits.errors import InputError

@@ -9,8 +9,8 @@ import sys
 
 import numpy as np
 import pytest
+from data_cases import LPS_AFFINE, synthetic_case, write_dicom_series, write_kits_case, write_nifti
 
-from conftest import LPS_AFFINE, synthetic_case, write_dicom_series, write_kits_case, write_nifti
 from sparsekits.config import STAGE1, STAGE2
 from sparsekits.data import preprocess as preprocess_module
 from sparsekits.data.geometry import Grid, resample
@@ -173,8 +173,8 @@ def _cli(*args):
     return subprocess.run(
         [sys.executable, "-m", "sparsekits.cli", "preprocess", *map(str, args)],
         capture_output=True,
-        text=True,
         encoding="utf-8",
+        errors="replace",
         check=False,
     )
 

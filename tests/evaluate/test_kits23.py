@@ -216,7 +216,9 @@ def test_cli_writes_the_csv_with_the_mean_row(tmp_path):
     out = tmp_path / "evaluation.csv"
     command = [sys.executable, "-m", "sparsekits.cli", "evaluate", str(tmp_path / "pred")]
     command += [str(tmp_path / "gt"), "-o", str(out), "--roi", str(tmp_path / "roi")]
-    done = subprocess.run([*command, "--workers", "1"], capture_output=True, text=True)
+    done = subprocess.run(
+        [*command, "--workers", "1"], capture_output=True, encoding="utf-8", errors="replace"
+    )
     assert done.returncode == 0, done.stderr
     rows = read_csv(out)
     assert list(rows[0]) == ["case", *METRIC_COLUMNS, ROI_RECALL_COLUMN]
@@ -239,7 +241,8 @@ def test_mismatched_grid_is_a_one_line_error_naming_the_file(tmp_path):
     done = subprocess.run(
         [*command, str(tmp_path / "gt"), "-o", str(tmp_path / "e.csv"), "--workers", "1"],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="replace",
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith(f"sparsekits: error: {bad}: affine")

@@ -132,7 +132,11 @@ def test_resume_after_sigkill_mid_epoch_gives_identical_weights(
     assert killed_at["epoch"] == 0 and 0 < killed_at["position"] < RUN["samples_per_epoch"]
 
     resumed = subprocess.run(
-        _cli(*_cli_args(tiny_cache, out), "--resume"), capture_output=True, text=True, env=env
+        _cli(*_cli_args(tiny_cache, out), "--resume"),
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        env=env,
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 
@@ -159,7 +163,9 @@ def test_ddp_on_two_gloo_processes_matches_one_process(reference_run, tiny_cache
         "--standalone", "--nproc_per_node", "2",
         "-m", "sparsekits.cli", *_cli_args(tiny_cache, out),
     ]  # fmt: skip
-    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    completed = subprocess.run(
+        command, capture_output=True, encoding="utf-8", errors="replace", env=env, timeout=300
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
 
     final = load_checkpoint(out / "checkpoint_last.pt")

@@ -105,7 +105,8 @@ def test_stage2_without_labels_is_a_one_line_cli_error(tiny_ct, tmp_path):
             str(tmp_path),
         ],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="replace",
         check=False,
     )
     assert proc.returncode == 2
