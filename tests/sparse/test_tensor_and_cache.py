@@ -124,3 +124,21 @@ def test_inverse_conv_rejects_a_target_at_the_wrong_stride():
     x = make_case((4, 4, 4), 0.5, channels=2).x
     with pytest.raises(ValueError, match="stride"):
         SparseInverseConv3d(2, 2)(x, x)
+
+
+def test_worker_threads_follow_the_callers_inference_mode():
+    """The CPU chunk workers write into tensors made under torch.inference_mode()."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # test workers run single-threaded; the pool needs two
+    try:
+        coords = torch.cartesian_prod(*(torch.arange(20),) * 3).int()
+        coords = torch.cat([torch.zeros(len(coords), 1, dtype=torch.int32), coords], 1)
+        x = SparseTensor(torch.randn(len(coords), 16), coords)
+        conv = SubMConv3d(16, 16, kernel_size=3, groups=16)
+        with torch.no_grad():
+            expected = conv(x).features
+        with torch.inference_mode():
+            got = conv(x.replace(x.features.clone())).features
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(got, expected)

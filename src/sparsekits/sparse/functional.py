@@ -109,8 +109,12 @@ def _map_chunks(
     if features.device.type == "cpu":
         workers = max(1, min(torch.get_num_threads(), chunks.count))
 
+    # Grad and inference modes are per thread: the workers run the raw kernels without autograd,
+    # and in the caller's inference mode, so they may write into its inference tensors.
+    inference = torch.is_inference_mode_enabled()
+
     def work(worker: int) -> torch.Tensor | None:
-        with torch.no_grad():  # grad mode is per thread; these are raw kernels
+        with torch.inference_mode() if inference else torch.no_grad():
             buffer = chunks.new_buffer()
             accumulator = None if make_accumulator is None else make_accumulator()
             for chunk in range(worker, chunks.count, workers):
