@@ -133,7 +133,8 @@ def report(results: dict, command: str, limit_gb: float) -> str:
         "Peak RSS of a fresh process per row (Python, torch, the 27.5 M weights and the input "
         f"included; before the first forward: {sparse['baseline_mb']:,.0f} MiB sparse). "
         f"Threads: {sparse['threads']}. Each forward builds its kernel maps.",
-        "Measured while other work shared the machine: times are noisy, peaks are not.",
+        f"Load average (1 min) when the report was written: {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores (other work inflates times, not peaks).",
         "",
         f"Machine: {machine_summary()}",
         "",
