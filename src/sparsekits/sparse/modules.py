@@ -75,11 +75,11 @@ def _check_kernel_equals_stride(kernel_size: int, stride: int) -> None:
         raise ValueError("only kernel_size == stride >= 2 is supported (each child, one parent)")
 
 
-class SparseConv3d(nn.Module):
-    """Strided conv with kernel = stride (default 2): coords -> coords // stride, stride *= 2.
+class _CellConv3d(nn.Module):
+    """Shared by the k = stride convolutions: parameters shaped like torch.nn's twin."""
 
-    Outputs at every coarse voxel with at least one active child; weight like nn.Conv3d.
-    """
+    # nn.ConvTranspose3d's weight is [in, out, k, k, k]; nn.Conv3d's is [out, in, k, k, k].
+    transposed = False
 
     def __init__(
         self,
@@ -92,8 +92,19 @@ class SparseConv3d(nn.Module):
         super().__init__()
         _check_kernel_equals_stride(kernel_size, stride)
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, stride
-        shape = (out_channels, in_channels, stride, stride, stride)
-        _conv_params(self, shape, out_channels if bias else None)
+        channels = (in_channels, out_channels) if self.transposed else (out_channels, in_channels)
+        _conv_params(self, (*channels, stride, stride, stride), out_channels if bias else None)
+
+    def extra_repr(self) -> str:
+        k = self.kernel_size
+        return f"{self.in_channels}, {self.out_channels}, kernel_size={k}, stride={k}"
+
+
+class SparseConv3d(_CellConv3d):
+    """Strided conv with kernel = stride (default 2): coords -> coords // stride, stride *= 2.
+
+    Outputs at every coarse voxel with at least one active child; weight like nn.Conv3d.
+    """
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         down = x.kernel_maps.downsample(self.kernel_size)
@@ -101,12 +112,8 @@ class SparseConv3d(nn.Module):
         out = SF.down_conv3d(x.features, down.slot, num_parents, self.weight, self.bias)
         return SparseTensor._on_cache(out, down.parent)
 
-    def extra_repr(self) -> str:
-        k = self.kernel_size
-        return f"{self.in_channels}, {self.out_channels}, kernel_size={k}, stride={k}"
 
-
-class SparseInverseConv3d(nn.Module):
+class SparseInverseConv3d(_CellConv3d):
     """Transposed conv (kernel = stride, default 2) back onto a finer tensor's coordinates.
 
     ``forward(x, target)`` returns features on ``target.coords``, equal to
@@ -116,19 +123,7 @@ class SparseInverseConv3d(nn.Module):
     otherwise the parents are looked up and children without one receive only the bias.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int = 2,
-        stride: int = 2,
-        bias: bool = True,
-    ):
-        super().__init__()
-        _check_kernel_equals_stride(kernel_size, stride)
-        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, stride
-        shape = (in_channels, out_channels, stride, stride, stride)
-        _conv_params(self, shape, out_channels if bias else None)
+    transposed = True
 
     def forward(self, x: SparseTensor, target: SparseTensor) -> SparseTensor:
         if x.stride != target.stride * self.kernel_size:
