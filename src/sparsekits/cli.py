@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from sparsekits.errors import InputError
+from sparsekits.models.config import PRESETS
 
 
 def _phantom(args: argparse.Namespace) -> int:
@@ -129,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", type=int, choices=(1, 2), required=True)
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--preset", choices=("paper", "small"), default="paper")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="paper")
     p.add_argument("--epochs", type=int, default=500)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint_last.pt")
@@ -175,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("benchmark", help="sparse vs dense twin vs nnU-Net sliding window")
     p.add_argument("--input", type=Path, required=True)
     p.add_argument("--stage", choices=("1", "2", "both"), default="both")
-    p.add_argument("--preset", choices=("paper", "small"), default="paper")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="paper")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path("benchmark_out"))

@@ -39,6 +39,8 @@ def small_twins(seed: int = 0) -> tuple[SparseConvNeXtUNet, DenseConvNeXtUNet]:
     torch.manual_seed(seed)
     sparse = build_model("small")
     randomise_grn(sparse)
+    with torch.no_grad():
+        sparse.stem.conv.bias.normal_()  # zero at init; the twins must agree on it too
     dense = build_model("small", dense=True)
     dense.load_state_dict(sparse.state_dict())
     return sparse.eval(), dense.eval()
@@ -176,15 +178,48 @@ def test_init_follows_the_method():
     assert torch.count_nonzero(model.encoder[0][0].grn.gamma) == 0
 
 
+def stem_features(model: SparseConvNeXtUNet, values: list[float]) -> torch.Tensor:
+    coords = torch.zeros((len(values), 4), dtype=torch.int32)
+    coords[:, 1] = torch.arange(len(values))
+    return model.stem(SparseTensor(torch.tensor(values)[:, None], coords)).features
+
+
+def test_stem_bias_keeps_the_intensity_that_the_papers_stem_reduces_to_its_sign():
+    torch.manual_seed(3)
+    paper_stem = SparseConvNeXtUNet(widths=(8, 16), depths=(1, 1), ds_levels=1)
+    # 98 HU (a tumour) and 180 HU (renal cortex), normalised for stage 1; only LayerNorm's eps
+    # keeps the two from being exactly equal.
+    tumour, cortex = 0.8, 2.1
+    same = stem_features(paper_stem, [tumour, cortex, -tumour])
+    torch.testing.assert_close(same[0], same[1], atol=0.01, rtol=0)
+    torch.testing.assert_close(same[0], -same[2], atol=1e-6, rtol=0)
+
+    model = SparseConvNeXtUNet(widths=(8, 16), depths=(1, 1), ds_levels=1, stem_bias=True)
+    # The bias starts at zero as METHOD.md's init says, and still gets a gradient...
+    stem_features(model, [tumour, cortex]).pow(3).sum().backward()
+    assert torch.count_nonzero(model.stem.conv.bias) == 0
+    assert float(model.stem.conv.bias.grad.abs().max()) > 1e-3
+    # ... and once it is non-zero, the stem tells the two tissues apart.
+    with torch.no_grad():
+        model.stem.conv.bias.normal_(0.0, 0.02)
+    apart = stem_features(model, [tumour, cortex]).detach()
+    assert float((apart[0] - apart[1]).abs().max()) > 0.1
+
+
 def test_presets_and_config_validation():
     assert build_model("small").config == PRESETS["small"]
     assert SparseConvNeXtUNet().config.name == "paper"  # the constructor's defaults are the paper's
     assert PRESETS["paper"].coarsest_stride == 32 and PRESETS["small"].coarsest_stride == 8
     assert ModelConfig.from_dict(PRESETS["paper"].to_dict()) == PRESETS["paper"]
+    with_bias = build_model("paper-stem-bias")
+    assert sum(p.numel() for p in with_bias.parameters()) == PAPER_PARAMETERS + 16
+    assert not PRESETS["paper"].stem_bias and PRESETS["small"].stem_bias
     with pytest.raises(ValueError, match="unknown preset"):
         build_model("huge")
     with pytest.raises(ValueError, match="ds_levels"):
         ModelConfig(widths=(8, 16), depths=(1, 1), ds_levels=2)
+    with pytest.raises(ValueError, match="stem_bias"):
+        ModelConfig(widths=(8, 16), depths=(1, 1), ds_levels=1, stem_bias=1)
     with pytest.raises(ValueError, match="same length"):
         ModelConfig(widths=(8, 16, 32), depths=(1, 1))
     changed = {**PRESETS["paper"].to_dict(), "depths": [1, 1, 1, 1, 1, 1]}

@@ -23,6 +23,12 @@ class ModelConfig:
     depths: tuple[int, ...] = (2, 4, 4, 8, 8, 8)
     decoder_depth: int = 2
     ds_levels: int = 3
+    # METHOD.md's stem (1x1x1 conv 1 -> C without bias, then LayerNorm) reduces a one-channel
+    # input to its sign: LayerNorm over the channels of w * x is sign(x) * (w - mean w) / std w,
+    # so the network cannot tell 60 HU (liver) from 180 HU (renal cortex). A bias in the stem
+    # conv (C more parameters, zero at init) keeps the intensity; the "paper" preset goes without
+    # it to stay the paper's network exactly.
+    stem_bias: bool = False
 
     def __post_init__(self) -> None:
         # JSON gives lists; the config stays hashable and comparable with tuples.
@@ -44,6 +50,8 @@ class ModelConfig:
             for key, value in counts.items()
             if not _positive_int(value)
         ]
+        if not isinstance(self.stem_bias, bool):
+            problems.append("stem_bias must be a bool")
         if len(self.widths) < 2 or len(self.widths) != len(self.depths):
             problems.append("widths and depths need the same length, at least 2")
         if not all(_positive_int(value) for value in self.widths + self.depths):
@@ -90,8 +98,10 @@ def _positive_int(value: object) -> bool:
 PRESETS: dict[str, ModelConfig] = {
     # METHOD.md's network: exactly 27,473,696 parameters.
     "paper": ModelConfig(name="paper"),
-    # For CPU tests and the demo: coarsest stride 8, 177,064 parameters.
-    "small": ModelConfig(name="small", widths=(8, 16, 32, 64), depths=(1, 1, 2, 2)),
+    # The paper's network with a stem that keeps the HU (27,473,712 parameters).
+    "paper-stem-bias": ModelConfig(name="paper-stem-bias", stem_bias=True),
+    # For CPU tests and the demo: coarsest stride 8, 177,072 parameters, a stem that sees HU.
+    "small": ModelConfig(name="small", widths=(8, 16, 32, 64), depths=(1, 1, 2, 2), stem_bias=True),
 }
 
 

@@ -39,8 +39,8 @@ class DenseOps(Ops):
         return DenseGRN(dim)
 
     @staticmethod
-    def pointwise_conv(cin: int, cout: int) -> nn.Module:
-        return nn.Conv3d(cin, cout, kernel_size=1, bias=False)
+    def pointwise_conv(cin: int, cout: int, bias: bool = False) -> nn.Module:
+        return nn.Conv3d(cin, cout, kernel_size=1, bias=bias)
 
     @staticmethod
     def down_conv(cin: int, cout: int) -> nn.Module:

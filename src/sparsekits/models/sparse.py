@@ -18,16 +18,17 @@ from sparsekits.sparse import (
 
 
 class PointwiseConv3d(nn.Module):
-    """1x1x1 convolution without bias: a Linear on the features, weight shaped like
-    nn.Conv3d's [out, in, 1, 1, 1] (no kernel map needed, unlike a kernel-1 SubMConv3d)."""
+    """1x1x1 convolution: a Linear on the features, weight shaped like nn.Conv3d's
+    [out, in, 1, 1, 1] (no kernel map needed, unlike a kernel-1 SubMConv3d)."""
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 1, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)  # nn.Conv3d's default
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        return x.replace(F.linear(x.features, self.weight.flatten(1)))
+        return x.replace(F.linear(x.features, self.weight.flatten(1), self.bias))
 
 
 class SparseOps(Ops):
@@ -46,8 +47,8 @@ class SparseOps(Ops):
         return SparseGRN(dim)
 
     @staticmethod
-    def pointwise_conv(cin: int, cout: int) -> nn.Module:
-        return PointwiseConv3d(cin, cout)
+    def pointwise_conv(cin: int, cout: int, bias: bool = False) -> nn.Module:
+        return PointwiseConv3d(cin, cout, bias)
 
     @staticmethod
     def down_conv(cin: int, cout: int) -> nn.Module:

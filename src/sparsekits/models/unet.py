@@ -47,8 +47,8 @@ class Ops:
         raise NotImplementedError
 
     @staticmethod
-    def pointwise_conv(cin: int, cout: int) -> nn.Module:
-        """1x1x1 convolution without bias."""
+    def pointwise_conv(cin: int, cout: int, bias: bool = False) -> nn.Module:
+        """1x1x1 convolution, without bias unless asked."""
         raise NotImplementedError
 
     @staticmethod
@@ -129,12 +129,12 @@ class NormConv(nn.Module):
 
 
 class Stem(nn.Module):
-    """1x1x1 conv (no bias) from the input channels to the first width, then LayerNorm."""
+    """1x1x1 conv (bias only if ``ModelConfig.stem_bias``) to the first width, then LayerNorm."""
 
-    def __init__(self, cin: int, cout: int, ops: type[Ops]):
+    def __init__(self, cin: int, cout: int, ops: type[Ops], bias: bool = False):
         super().__init__()
         self.ops = ops
-        self.conv = ops.pointwise_conv(cin, cout)
+        self.conv = ops.pointwise_conv(cin, cout, bias)
         self.norm = ops.layer_norm(cout)
 
     def forward(self, x: Any) -> Any:
@@ -192,6 +192,7 @@ class ConvNeXtUNet(nn.Module):
         depths: tuple[int, ...] = (2, 4, 4, 8, 8, 8),
         decoder_depth: int = 2,
         ds_levels: int = 3,
+        stem_bias: bool = False,
     ):
         super().__init__()
         self.config = preset_name(
@@ -202,11 +203,12 @@ class ConvNeXtUNet(nn.Module):
                 depths=depths,
                 decoder_depth=decoder_depth,
                 ds_levels=ds_levels,
+                stem_bias=stem_bias,
             )
         )
         ops = self.ops
         widths = self.config.widths
-        self.stem = Stem(in_channels, widths[0], ops)
+        self.stem = Stem(in_channels, widths[0], ops, self.config.stem_bias)
         self.encoder = nn.ModuleList(
             nn.Sequential(*(Block(width, ops) for _ in range(depth)))
             for width, depth in zip(widths, depths, strict=True)
