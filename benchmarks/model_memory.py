@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from sparsekits.bench.measure import run_in_fresh_process, time_median
-from sparsekits.bench.report import machine_summary, markdown_table, update_section
+from sparsekits.bench.report import markdown_table, measured_on, update_section
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "benchmarks.model_memory:measure_forward"
@@ -111,7 +111,7 @@ def run(voxels: int, repeats: int, warmup: int, dense_limit_gb: float) -> dict:
     return results
 
 
-def report(results: dict, command: str, limit_gb: float) -> str:
+def report(results: dict, command: str, limit_gb: float, load_at_start: float) -> str:
     sparse, probe = results["sparse"], results["dense_probe"]
     grid = "x".join(str(size) for size in sparse["grid"])
     rows = [row("sparse (active voxels)", sparse)]
@@ -133,12 +133,7 @@ def report(results: dict, command: str, limit_gb: float) -> str:
         "Peak RSS of a fresh process per row (Python, torch, the 27.5 M weights and the input "
         f"included; before the first forward: {sparse['baseline_mb']:,.0f} MiB sparse). "
         f"Threads: {sparse['threads']}. Each forward builds its kernel maps.",
-        f"Load average (1 min) when the report was written: {os.getloadavg()[0]:.1f} on "
-        f"{os.cpu_count()} cores (other work inflates times, not peaks).",
-        "",
-        f"Machine: {machine_summary()}",
-        "",
-        f"Command: `{command}`",
+        *measured_on(command, load_at_start),
     ]
     return "\n".join(lines)
 
@@ -166,9 +161,9 @@ def main() -> None:
         f"python benchmarks/model_memory.py --voxels {args.voxels} --repeats {args.repeats} "
         f"--warmup {args.warmup} --dense-limit-gb {args.dense_limit_gb:g}"
     )
-    start = time.perf_counter()
+    start, load_at_start = time.perf_counter(), os.getloadavg()[0]
     results = run(args.voxels, args.repeats, args.warmup, args.dense_limit_gb)
-    body = report(results, command, args.dense_limit_gb)
+    body = report(results, command, args.dense_limit_gb, load_at_start)
     print(body)
     print(f"(benchmark wall time {time.perf_counter() - start:.0f} s)")
     if not args.no_write:

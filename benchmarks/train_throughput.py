@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from sparsekits.bench.measure import run_in_fresh_process, time_median
-from sparsekits.bench.report import machine_summary, markdown_table, update_section
+from sparsekits.bench.report import markdown_table, measured_on, update_section
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_LABELS = REPO.parent / "shared" / "data" / "kits23-labels" / "case_00000.nii.gz"
@@ -231,7 +231,7 @@ def _full_voxels(sample: str, twin: str) -> int:
     return int(loaded.hu.size) if twin == "dense" else len(loaded.coords)
 
 
-def report(results: dict, command: str, limit_gb: float) -> str:
+def report(results: dict, command: str, limit_gb: float, load_at_start: float) -> str:
     rows = [_table_row(row) for row in results["rows"]]
     header = [
         "device",
@@ -261,12 +261,8 @@ def report(results: dict, command: str, limit_gb: float) -> str:
         f"`skipped` rows: extrapolated from the crop run by voxel count, the memory exceeds "
         f"{limit_gb:g} GB or the {repeats_note(results)} runs exceed {results['limit_s']:g} s on "
         "this machine; the estimates are shown.",
-        "Each row is a fresh process (peak RSS includes Python, torch and the weights). "
-        "Measured while other work shared the machine: times are noisy, peaks are not.",
-        "",
-        f"Machine: {machine_summary()}",
-        "",
-        f"Command: `{command}`",
+        "Each row is a fresh process (peak RSS includes Python, torch and the weights).",
+        *measured_on(command, load_at_start),
     ]
     return "\n".join(lines)
 
@@ -320,10 +316,10 @@ def main() -> None:
         f"--limit-gb {args.limit_gb:g} --limit-s {args.limit_s:g} --presets {args.presets} "
         f"--devices {','.join(devices)}"
     )
-    start = time.perf_counter()
+    start, load_at_start = time.perf_counter(), os.getloadavg()[0]
     presets = args.presets.split(",")
     results = run(devices, presets, args.repeats, args.limit_gb, args.limit_s, args.work)
-    body = report(results, command, args.limit_gb)
+    body = report(results, command, args.limit_gb, load_at_start)
     print(body)
     print(f"(benchmark wall time {time.perf_counter() - start:.0f} s)")
     if not args.no_write:

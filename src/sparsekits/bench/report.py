@@ -33,7 +33,7 @@ def machine_summary() -> str:
         ram = f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM"
     except ImportError:
         ram = "RAM unknown"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = _cores()
     device = "no GPU"
     if torch.cuda.is_available():
         device = torch.cuda.get_device_name(0)
@@ -43,6 +43,30 @@ def machine_summary() -> str:
         f"({torch.get_num_threads()} threads), numpy {numpy.__version__}; "
         f"{datetime.date.today().isoformat()}"
     )
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def load_note(load_at_start: float) -> str:
+    """How busy the machine was: other work inflates times (not peaks), so reports state it."""
+    return (
+        f"Load average (1 min) on {_cores()} cores: {load_at_start:.1f} when the benchmark "
+        f"started, {os.getloadavg()[0]:.1f} when it ended (its own work included). Other work "
+        "inflates times, not peaks."
+    )
+
+
+def measured_on(command: str, load_at_start: float) -> list[str]:
+    """A report's closing lines: the load, the machine and the exact command."""
+    return [
+        load_note(load_at_start),
+        "",
+        f"Machine: {machine_summary()}",
+        "",
+        f"Command: `{command}`",
+    ]
 
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:
