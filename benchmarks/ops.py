@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from sparsekits.bench.measure import run_in_fresh_process, time_median
-from sparsekits.bench.report import machine_summary, markdown_table, update_section
+from sparsekits.bench.report import markdown_table, measured_on, update_section
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "benchmarks.ops"
@@ -241,7 +241,7 @@ def run_benchmark(quick: bool, device: str) -> tuple[list[list[object]], list[li
     return rows, map_rows
 
 
-def report(rows, map_rows, quick: bool, device: str) -> str:
+def report(rows, map_rows, quick: bool, device: str, load_at_start: float) -> str:
     memory = "CUDA max_memory_allocated" if device == "cuda" else "peak RSS above baseline"
     command = "python benchmarks/ops.py" + (" --quick" if quick else "") + f" --device {device}"
     header = [
@@ -259,10 +259,9 @@ def report(rows, map_rows, quick: bool, device: str) -> str:
     return "\n\n".join(
         [
             "## Sparse ops vs dense twins (`benchmarks/ops.py`)",
-            f"Machine: {machine_summary()}",
-            f"Command: `{command}`. Figures from a busy shared machine (other engineers' jobs "
-            "running); sparse and dense are measured in separate fresh processes, so the CPU-time "
-            "column (process time, both threads summed) is the steadier comparison.",
+            "\n".join(measured_on(command, load_at_start)),
+            "Sparse and dense are measured in separate fresh processes, so the CPU-time column "
+            "(process time, both threads summed) is the steadier comparison.",
             markdown_table(header, rows),
             "Kernel-map build (validation with duplicate check, coordinate index, 3x3x3 "
             "neighbour map), paid once per coordinate set and level:",
@@ -294,8 +293,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA device")
     os.chdir(REPO)  # the fresh processes import this file as benchmarks.ops
+    load_at_start = os.getloadavg()[0]
     rows, map_rows = run_benchmark(args.quick, args.device)
-    body = report(rows, map_rows, args.quick, args.device)
+    body = report(rows, map_rows, args.quick, args.device, load_at_start)
     print(body)
     update_section(SECTION if args.device == "cpu" else f"{SECTION}_cuda", body)
 
