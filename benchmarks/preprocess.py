@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from sparsekits.bench.measure import run_in_fresh_process, time_median
-from sparsekits.bench.report import machine_summary, markdown_table, update_section
+from sparsekits.bench.report import markdown_table, measured_on, update_section
 from sparsekits.config import STAGE1, STAGE2
 from sparsekits.data.geometry import Grid, resample, stage_grid_for
 from sparsekits.data.io import read_image
@@ -121,6 +121,7 @@ def main() -> None:
     parser.add_argument("--labels", type=Path, default=KITS_LABELS)
     args = parser.parse_args()
     os.chdir(REPO)  # the fresh processes import this file as benchmarks.preprocess
+    load_at_start = os.getloadavg()[0]
     dataset = build_case(args.work, args.labels)
     cache = str(args.work / "cache")
     runs = [
@@ -133,12 +134,13 @@ def main() -> None:
         cache=cache,
         repeats=args.repeats,
     )
-    body = report_body(args, runs, geometry)
+    body = report_body(args, runs, geometry, load_at_start)
     update_section("preprocess", body)
     print(body)
 
 
-def report_body(args, runs: list[dict], geometry: dict) -> str:
+def report_body(args, runs: list[dict], geometry: dict, load_at_start: float) -> str:
+    command = f"python benchmarks/preprocess.py --repeats {args.repeats}"
     case = runs[0]["case"]
     seconds = statistics.median(run["seconds"] for run in runs)
     peak_gb = max(run["peak_rss_mb"] for run in runs) / 1024
@@ -192,9 +194,7 @@ def report_body(args, runs: list[dict], geometry: dict) -> str:
             "",
             *[f"- {line}" for line in samples],
             "",
-            f"Machine: {machine_summary()}",
-            "",
-            f"Command: `python benchmarks/preprocess.py --repeats {args.repeats}`",
+            *measured_on(command, load_at_start),
         ]
     )
 
