@@ -14,8 +14,8 @@ Inputs (from ../shared/data, never copied into the repo): the real abdominal CT
 ct-samples/abdomen_ct_3mm.nii.gz with its TotalSegmentator organ map (kidneys 2, 3), and a
 KiTS-size phantom (611 x 512 x 512 at 0.5 x 0.92 x 0.92 mm) built around the real KiTS23 label map
 kits23-labels/case_00000.nii.gz (kidneys 1, 2, 3). nnU-Net needs its own venv:
-benchmarks/install_nnunet.sh. A --quick run of the real CT took about 35 min on 2 cores shared
-with other jobs (load 8-15); the headline numbers (stage 2, two-stage, nnU-Net) come first.
+benchmarks/install_nnunet.sh. A --quick run of the real CT takes about 7 min on 2 quiet cores (35
+min with other jobs at load 8-15); the headline numbers (stage 2, two-stage, nnU-Net) come first.
 """
 
 from __future__ import annotations
