@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from cli_runner import run_cli
 from sparsekits.regions import NUM_REGIONS
 
 
 def test_quick_demo_writes_report_model_predictions_and_overlays(tmp_path):
     out = tmp_path / "demo"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    run = subprocess.run(
-        [sys.executable, "-m", "sparsekits.cli", "demo", "--out", str(out), "--quick"],
-        capture_output=True,
-        encoding="utf-8",
-        errors="replace",
-        env=env,
-        timeout=900,
-        check=False,
-    )
+    run = run_cli("demo", "--out", out, "--quick", timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
 
     for stage in (1, 2):

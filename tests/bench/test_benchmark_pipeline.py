@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
+from cli_runner import run_cli
 from sparsekits.bench.inputs import SweepPoint
 from sparsekits.bench.pipeline import BenchConfig, run_benchmark
 from sparsekits.config import STAGE2
@@ -91,24 +90,7 @@ def test_stage2_without_labels_is_a_one_line_cli_error(tiny_ct, tmp_path):
     ct, _ = tiny_ct
     with pytest.raises(InputError, match="--labels"):
         run_benchmark(ct, stage="2", out_dir=tmp_path)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sparsekits.cli",
-            "benchmark",
-            "--input",
-            str(ct),
-            "--stage",
-            "2",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        encoding="utf-8",
-        errors="replace",
-        check=False,
-    )
+    proc = run_cli("benchmark", "--input", ct, "--stage", "2", "--out", tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"sparsekits: error: {ct}: stage 2 needs a kidney ROI: pass --labels LABEL_MAP"

@@ -3,8 +3,6 @@ writing the KiTS23 layout, and phantoms built around real KiTS23 label maps."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import cc3d
@@ -14,6 +12,7 @@ import pytest
 import scipy.ndimage as ndi
 from nibabel import orientations as ornt
 
+from cli_runner import run_cli
 from sparsekits.config import STAGE1
 from sparsekits.data.phantoms import case_seed_of, make_phantom
 
@@ -181,18 +180,8 @@ def test_given_labels_keep_their_geometry_and_get_a_body_around_them(phantoms):
     assert 40 < kidney_x_ras - anatomy["midline_x"] < 90
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "sparsekits.cli", "phantom", *args],
-        capture_output=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=120,
-    )
-
-
 def test_cli_writes_the_kits23_layout(tmp_path, phantoms):
-    result = run_cli("--out", str(tmp_path / "ds"), "--cases", "2", "--seed", "0")
+    result = run_cli("phantom", "--out", str(tmp_path / "ds"), "--cases", "2", "--seed", "0")
     assert result.returncode == 0, result.stderr
     cases = sorted(p.name for p in (tmp_path / "ds").iterdir())
     assert cases == ["case_00000", "case_00001"]
@@ -210,7 +199,7 @@ def test_cli_writes_the_kits23_layout(tmp_path, phantoms):
 def test_cli_reports_a_labels_folder_without_label_maps(tmp_path):
     (tmp_path / "empty").mkdir()
     result = run_cli(
-        "--out", str(tmp_path / "ds"), "--cases", "1", "--labels-from", str(tmp_path / "empty")
+        "phantom", "--out", tmp_path / "ds", "--cases", 1, "--labels-from", tmp_path / "empty"
     )
     assert result.returncode == 2
     assert str(tmp_path / "empty") in result.stderr and "no label maps" in result.stderr
@@ -227,14 +216,7 @@ def test_cli_builds_a_body_around_real_kits23_labels(tmp_path, shared_data: Path
     nib.save(cropped, labels_dir / "case_00110.nii.gz")
     written = nib.load(labels_dir / "case_00110.nii.gz")
     result = run_cli(
-        "--out",
-        str(tmp_path / "ds"),
-        "--cases",
-        "1",
-        "--labels-from",
-        str(labels_dir),
-        "--seed",
-        "4",
+        "phantom", "--out", tmp_path / "ds", "--cases", 1, "--labels-from", labels_dir, "--seed", 4
     )
     assert result.returncode == 0, result.stderr
     image = nib.load(tmp_path / "ds" / "case_00000" / "imaging.nii.gz")

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from data_cases import LPS_AFFINE, synthetic_case, write_dicom_series, write_kits_case, write_nifti
 
+from cli_runner import run_cli
 from sparsekits.config import STAGE1, STAGE2
 from sparsekits.data import preprocess as preprocess_module
 from sparsekits.data.geometry import Grid, resample
@@ -169,21 +168,11 @@ EXPECTED_ERRORS = {
 }
 
 
-def _cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "sparsekits.cli", "preprocess", *map(str, args)],
-        capture_output=True,
-        encoding="utf-8",
-        errors="replace",
-        check=False,
-    )
-
-
 def test_cli_reports_each_bad_case_in_one_line_and_exits_non_zero(tmp_path):
     _bad_dataset(tmp_path / "ds")
     gappy = tmp_path / "plain" / "gappy"
     write_dicom_series(gappy, synthetic_case(shape=(16, 16, 8))[0], skip_slices=(3,))
-    result = _cli(tmp_path / "ds", "--out", tmp_path / "cache", "--stage", "1")
+    result = run_cli("preprocess", tmp_path / "ds", "--out", tmp_path / "cache", "--stage", "1")
     assert result.returncode == 1, result.stderr
     lines = result.stderr.splitlines()
     assert "1 processed, 0 already done, 6 failed" in result.stderr
@@ -194,11 +183,11 @@ def test_cli_reports_each_bad_case_in_one_line_and_exits_non_zero(tmp_path):
     assert list(manifest["cases"]) == ["case_00000"]
     assert sorted(manifest["errors"]) == sorted(EXPECTED_ERRORS)
 
-    result = _cli(tmp_path / "plain", "--out", tmp_path / "cache2")
+    result = run_cli("preprocess", tmp_path / "plain", "--out", tmp_path / "cache2")
     assert result.returncode == 1
     assert "gappy: missing DICOM slices: gap of 4 mm" in result.stderr
 
-    result = _cli(tmp_path / "nowhere", "--out", tmp_path / "cache3")
+    result = run_cli("preprocess", tmp_path / "nowhere", "--out", tmp_path / "cache3")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"sparsekits: error: {tmp_path / 'nowhere'}: no such file or folder"

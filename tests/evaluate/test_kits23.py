@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -14,6 +12,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 from surface_distance import compute_surface_dice_at_tolerance, compute_surface_distances
 
+from cli_runner import run_cli
 from sparsekits.errors import InputError
 from sparsekits.evaluate.kits23 import (
     METRIC_COLUMNS,
@@ -214,10 +213,16 @@ def read_csv(path: Path) -> list[dict]:
 def test_cli_writes_the_csv_with_the_mean_row(tmp_path):
     names = write_cases(tmp_path, 2, nested_gt=True)
     out = tmp_path / "evaluation.csv"
-    command = [sys.executable, "-m", "sparsekits.cli", "evaluate", str(tmp_path / "pred")]
-    command += [str(tmp_path / "gt"), "-o", str(out), "--roi", str(tmp_path / "roi")]
-    done = subprocess.run(
-        [*command, "--workers", "1"], capture_output=True, encoding="utf-8", errors="replace"
+    done = run_cli(
+        "evaluate",
+        tmp_path / "pred",
+        tmp_path / "gt",
+        "-o",
+        out,
+        "--roi",
+        tmp_path / "roi",
+        "--workers",
+        "1",
     )
     assert done.returncode == 0, done.stderr
     rows = read_csv(out)
@@ -237,12 +242,8 @@ def test_mismatched_grid_is_a_one_line_error_naming_the_file(tmp_path):
     with pytest.raises(InputError, match="shape"):
         evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "e.csv", workers=1)
     save_labels(bad, blob_case(0)[0], np.diag([0.8, 0.9, 3.0, 1.0]))
-    command = [sys.executable, "-m", "sparsekits.cli", "evaluate", str(tmp_path / "pred")]
-    done = subprocess.run(
-        [*command, str(tmp_path / "gt"), "-o", str(tmp_path / "e.csv"), "--workers", "1"],
-        capture_output=True,
-        encoding="utf-8",
-        errors="replace",
+    done = run_cli(
+        "evaluate", tmp_path / "pred", tmp_path / "gt", "-o", tmp_path / "e.csv", "--workers", "1"
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith(f"sparsekits: error: {bad}: affine")

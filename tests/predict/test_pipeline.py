@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -13,6 +10,7 @@ import numpy as np
 import pytest
 from predict_data import affine_for, save_random_model, synthetic_ct, write_nifti
 
+from cli_runner import run_cli
 from sparsekits.config import STAGE2
 from sparsekits.errors import InputError
 from sparsekits.predict import pipeline
@@ -89,27 +87,7 @@ def test_batch_with_a_corrupt_file_via_cli(tmp_path, model_dir):
     write_nifti(inputs / "c.nii.gz", synthetic_ct(3), affine_for("LPS"))
     (inputs / "b.nii.gz").write_bytes(b"not a nifti file at all")
 
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sparsekits.cli",
-            "predict",
-            "-i",
-            str(inputs),
-            "-o",
-            str(tmp_path / "out"),
-            "--model",
-            str(model_dir),
-        ],
-        capture_output=True,
-        encoding="utf-8",
-        errors="replace",
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    run = run_cli("predict", "-i", inputs, "-o", tmp_path / "out", "--model", model_dir)
 
     assert run.returncode == 1, run.stderr
     assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["a.nii.gz", "c.nii.gz"]

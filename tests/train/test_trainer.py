@@ -7,7 +7,6 @@ CLI subprocesses (``python -m sparsekits.cli``, ``python -m torch.distributed.ru
 from __future__ import annotations
 
 import csv
-import os
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli_runner import cli_command, cli_env, run_cli
 from sparsekits.models import load_model_folder
 from sparsekits.regions import REGION_NAMES
 from sparsekits.train.checkpoint import load_checkpoint
@@ -53,10 +53,6 @@ def _cli_args(data: Path, out: Path) -> list[str]:
         "--workers", "0",
         "--checkpoint-every", "1",
     ]  # fmt: skip
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "sparsekits.cli", *args]
 
 
 def _log_rows(run: Path) -> list[dict]:
@@ -116,9 +112,10 @@ def test_resume_after_sigkill_mid_epoch_gives_identical_weights(
 ):
     out = tmp_path / "run"
     checkpoint = out / "checkpoint_last.pt"
-    env = {**os.environ, **ONE_THREAD}
     process = subprocess.Popen(
-        _cli(*_cli_args(tiny_cache, out)), stderr=subprocess.DEVNULL, env=env
+        cli_command(*_cli_args(tiny_cache, out)),
+        stderr=subprocess.DEVNULL,
+        env=cli_env(**ONE_THREAD),
     )
     try:
         while not checkpoint.exists():
@@ -131,13 +128,7 @@ def test_resume_after_sigkill_mid_epoch_gives_identical_weights(
     killed_at = load_checkpoint(checkpoint)
     assert killed_at["epoch"] == 0 and 0 < killed_at["position"] < RUN["samples_per_epoch"]
 
-    resumed = subprocess.run(
-        _cli(*_cli_args(tiny_cache, out), "--resume"),
-        capture_output=True,
-        encoding="utf-8",
-        errors="replace",
-        env=env,
-    )
+    resumed = run_cli(*_cli_args(tiny_cache, out), "--resume", **ONE_THREAD)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 
     expected = load_checkpoint(reference_run.last_checkpoint)
@@ -157,14 +148,18 @@ def test_resume_refuses_a_changed_schedule(reference_run, tiny_cache):
 def test_ddp_on_two_gloo_processes_matches_one_process(reference_run, tiny_cache, tmp_path):
     """2 ranks x accumulation 1 average the same 2 samples per step as 1 process x 2."""
     out = tmp_path / "run"
-    env = {**os.environ, **ONE_THREAD}
     command = [
         sys.executable, "-m", "torch.distributed.run",
         "--standalone", "--nproc_per_node", "2",
         "-m", "sparsekits.cli", *_cli_args(tiny_cache, out),
     ]  # fmt: skip
     completed = subprocess.run(
-        command, capture_output=True, encoding="utf-8", errors="replace", env=env, timeout=300
+        command,
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        env=cli_env(**ONE_THREAD),
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
 
