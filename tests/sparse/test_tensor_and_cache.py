@@ -79,6 +79,16 @@ def test_neighbour_table_is_symmetric():
     assert torch.equal(back[nbr[present], torch.arange(k).expand(n, k)[present]], rows[present])
 
 
+def test_chunk_bounds_count_the_missing_neighbours_before_each_chunk_and_are_kept():
+    neighbours = make_case((6, 6, 6), 0.5, channels=1).x.kernel_maps.neighbours(3)
+    missing_per_row = (~neighbours.present()).sum(1)
+    n, step = len(missing_per_row), 7
+    expected = [int(missing_per_row[:start].sum()) for start in range(0, n + step, step)]
+    bounds = neighbours.chunk_bounds(step)
+    assert bounds == expected and 0 < bounds[-1] == len(neighbours.missing)
+    assert neighbours.chunk_bounds(step) is bounds  # asked again by every pass: computed once
+
+
 def test_layers_at_the_same_coordinates_share_one_kernel_map():
     case = make_case((6, 6, 6), 0.5, channels=4)
     x = case.x

@@ -51,8 +51,7 @@ def measure_twin(
     """Fresh-process target: time one twin's forward pass on one sample (``torch.no_grad``).
 
     Building the input (and so, for the sparse network, its kernel maps) is part of each run.
-    ``no_grad`` rather than ``inference_mode``, as in the predictor: the engine fills its results
-    from its own CPU worker threads, which are not in the caller's (thread-local) inference mode.
+    ``no_grad``, as in the predictor.
     """
     from sparsekits.models import load_model_folder
 

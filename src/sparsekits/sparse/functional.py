@@ -46,8 +46,7 @@ class _Chunks:
         row_bytes = self.k * self.channels * features.element_size()
         self.step = max(32, budget // max(1, row_bytes))
         self.count = -(-self.n // self.step)
-        starts = torch.arange(0, self.n + self.step, self.step, device=nbr.missing.device)
-        self.missing_bounds = torch.searchsorted(nbr.missing, starts * self.k).tolist()
+        self.missing_bounds = nbr.chunk_bounds(self.step)
 
     def new_buffer(self) -> torch.Tensor:
         return self.features.new_empty(min(self.step, self.n) * self.k, self.channels)

@@ -150,10 +150,25 @@ class NeighbourMap:
 
     rows: torch.Tensor
     missing: torch.Tensor
+    _chunk_bounds: dict[int, list[int]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def kernel_volume(self) -> int:
         return self.rows.shape[1]
+
+    def chunk_bounds(self, step: int) -> list[int]:
+        """Where each chunk of ``step`` rows starts in ``missing`` (one more entry: the end).
+
+        Cached per chunk size: every forward and backward pass of every convolution on this map
+        asks, and on CUDA the answer costs a host sync.
+        """
+        bounds = self._chunk_bounds.get(step)
+        if bounds is None:
+            n, k = self.rows.shape
+            starts = torch.arange(0, n + step, step, device=self.missing.device)
+            bounds = torch.searchsorted(self.missing, starts * k).tolist()
+            self._chunk_bounds[step] = bounds
+        return bounds
 
     def present(self) -> torch.Tensor:
         """Bool [N, K]: which neighbours exist."""
