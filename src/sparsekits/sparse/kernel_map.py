@@ -84,8 +84,8 @@ class KeySpace:
 class CoordinateIndex:
     """Key -> row lookup for one coordinate set; raises ValueError on duplicate coordinates.
 
-    Rows are int32; an absent key yields ``N`` (the number of voxels), which is exactly the zero
-    row the convolutions append, so neighbour tables need no second pass.
+    Rows are int32; an absent key yields ``N`` (the number of voxels, one past the last row), so
+    callers find the absent ones with a single comparison.
     """
 
     def __init__(self, coords: torch.Tensor, batch_size: int, config: KernelMapConfig = CONFIG):
