@@ -94,7 +94,7 @@ INPUTS = {
 
 def _kits_size_phantom(work: Path) -> tuple[Path, Path]:
     from sparsekits.data.io import read_label_map
-    from sparsekits.data.phantoms import make_phantom, write_case
+    from sparsekits.phantoms import make_phantom, write_case
 
     labels = read_label_map(SHARED / "kits23-labels" / "case_00000.nii.gz")
     phantom = make_phantom(0, labels=labels.array, affine=labels.grid.affine)

@@ -46,8 +46,8 @@ def build_inputs(work: Path, preset: str = "paper", seed: int = 0) -> dict:
 
     from sparsekits.config import STAGES
     from sparsekits.data.io import read_label_map
-    from sparsekits.data.phantoms import make_phantom
     from sparsekits.models import build_model, save_model_folder
+    from sparsekits.phantoms import make_phantom
 
     labels = read_label_map(LABELS)
     phantom = make_phantom(seed, labels=labels.array, affine=labels.grid.affine)

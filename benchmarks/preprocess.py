@@ -1,6 +1,6 @@
 """Preprocessing one KiTS-size case (both stages), and the geometry steps of prediction.
 
-The case is a phantom (``sparsekits.data.phantoms``) built on a real KiTS23 label map,
+The case is a phantom (``sparsekits.phantoms``) built on a real KiTS23 label map,
 case_00000: 611 x 512 x 512 voxels at 0.5 x 0.92 x 0.92 mm, int16 HU, gzipped NIfTI, as KiTS23
 ships its images. Without ../shared/data, a synthetic phantom of the same size and layout is used.
 
@@ -33,10 +33,10 @@ from sparsekits.bench.report import markdown_table, measured_on, update_section
 from sparsekits.config import STAGE1, STAGE2
 from sparsekits.data.geometry import Grid, resample, stage_grid_for
 from sparsekits.data.io import read_image
-from sparsekits.data.phantoms import write_phantom_dataset
 from sparsekits.data.preprocess import OUTSIDE_HU, preprocess_dataset
 from sparsekits.data.sample import load_sample
 from sparsekits.data.sparsify import body_box, box_slices, sparsify
+from sparsekits.phantoms import write_phantom_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "benchmarks.preprocess"

@@ -40,8 +40,8 @@ BASELINE_KEY = "baseline_mb"
 
 def prepare_sample(work: Path) -> tuple[Path, str]:
     """The stage-1 cache sample of one real-size phantom (written once into ``work``)."""
-    from sparsekits.data.phantoms import make_phantom, write_case
     from sparsekits.data.preprocess import preprocess_dataset
+    from sparsekits.phantoms import make_phantom, write_case
 
     sample = work / "cache" / "stage1" / "case_00000.npz"
     if SHARED_LABELS.is_file():
@@ -112,7 +112,7 @@ def _sparse_inputs(hu, labels, keep, config, device):
     """(network input, loss of the outputs, voxel count) of the sparse network."""
     from sparsekits.regions import labels_to_regions
     from sparsekits.sparse import SparseTensor
-    from sparsekits.train.losses import deep_supervision_dice_loss
+    from sparsekits.train.losses import deep_supervision_loss
 
     coords = np.argwhere(keep).astype(np.int32)
     batch = np.zeros((len(coords), 1), np.int32)
@@ -123,7 +123,7 @@ def _sparse_inputs(hu, labels, keep, config, device):
         torch.from_numpy(np.concatenate([batch, coords], 1)).to(device),
     )
     targets = inputs.replace(torch.from_numpy(regions).to(device))
-    return inputs, lambda outputs: deep_supervision_dice_loss(outputs, targets), len(coords)
+    return inputs, lambda outputs: deep_supervision_loss(outputs, targets), len(coords)
 
 
 def _dense_inputs(hu, labels, keep, config, device):

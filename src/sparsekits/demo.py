@@ -24,20 +24,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sparsekits.bench.report import markdown_table
-from sparsekits.data.phantoms import DEFAULT as DEFAULT_PHANTOM
-from sparsekits.data.phantoms import PhantomConfig, write_phantom_dataset
+from sparsekits.phantoms import DEFAULT as DEFAULT_PHANTOM
+from sparsekits.phantoms import PhantomConfig, write_phantom_dataset
 
 TEST_SEED_OFFSET = 1000  # test phantoms use seed + this: no case is shared with training
-# Smaller kidneys (and lesions) than the default phantoms': a stage-2 ROI (kidney dilated by 10 mm,
-# at 0.78 mm) shrinks from about 650 k to about 250 k sparse voxels, which is what lets a CPU
-# train stage 2 within the demo's minutes.
+# Smaller kidneys than the default phantoms' (0.7x): a stage-2 ROI (kidney dilated by 10 mm, at
+# 0.78 mm) shrinks from about 650 k to about 250 k sparse voxels, which is what lets a CPU train
+# stage 2 within the demo's minutes. Lesions keep KiTS23's numbers and their size relative to the
+# kidney (0.7x KiTS23's diameters).
+KIDNEY_SCALE = 0.7
 SMALL_KIDNEYS = dataclasses.replace(
     DEFAULT_PHANTOM,
     kidney_length_mm=(70.0, 85.0),
     kidney_width_mm=(36.0, 44.0),
     kidney_thickness_mm=(28.0, 34.0),
-    tumour_diameter_mm=(10.0, 35.0),
-    cyst_diameter_mm=(8.0, 25.0),
+    tumours=DEFAULT_PHANTOM.tumours.scaled(KIDNEY_SCALE),
+    cysts=DEFAULT_PHANTOM.cysts.scaled(KIDNEY_SCALE),
 )
 
 
@@ -115,7 +117,7 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False) -> DemoResul
         shutil.rmtree(out / name, ignore_errors=True)
     timings: dict[str, float] = {}
     with _step(timings, "phantoms"):
-        _write_phantoms(out, config)
+        write_demo_phantoms(out, config)
     with _step(timings, "preprocess"):
         from sparsekits.data.preprocess import preprocess_dataset
 
@@ -148,7 +150,8 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False) -> DemoResul
     return DemoResult(out, report, out / "model", timings, evaluation.mean)
 
 
-def _write_phantoms(out: Path, config: DemoConfig) -> None:
+def write_demo_phantoms(out: Path, config: DemoConfig) -> None:
+    """The training phantoms (OUT/data) and the held-out test phantoms (OUT/test)."""
     for folder, cases, seed in (
         ("data", config.train_cases, config.seed),
         ("test", config.test_cases, config.seed + TEST_SEED_OFFSET),

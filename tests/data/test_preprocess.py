@@ -13,9 +13,9 @@ from cli_runner import run_cli
 from sparsekits.config import STAGE1, STAGE2
 from sparsekits.data import preprocess as preprocess_module
 from sparsekits.data.geometry import Grid, resample
-from sparsekits.data.phantoms import write_phantom_dataset
 from sparsekits.data.preprocess import preprocess_dataset
 from sparsekits.data.sample import load_sample
+from sparsekits.phantoms import write_phantom_dataset
 from sparsekits.regions import labels_to_regions
 
 

@@ -1,13 +1,15 @@
 """Synthetic abdominal CT phantoms with kidney, tumour and cyst labels (KiTS23 conventions).
 
-``make_phantom`` builds one case: either synthetic kidneys (position, size, rotation, tumours and
-cysts drawn from the seed) on a small default grid, or the geometry of a given label map (for
-example a real KiTS23 segmentation) at that map's own shape, spacing and affine. The body (fat,
-muscle, liver, spleen, bowel, vessels, spine, ribs, lung bases) is built around the kidneys; see
-``phantom_body`` for how, and for the HU of each tissue. ``write_phantom_dataset`` writes cases in
-the KiTS23 layout (``case_XXXXX/imaging.nii.gz`` + ``segmentation.nii.gz``).
+``make_phantom`` builds one case: either synthetic kidneys (position, size, rotation, and tumours
+and cysts whose number and size follow KiTS23, drawn from the seed) on a small default grid, or
+the geometry of a given label map (for example a real KiTS23 segmentation) at that map's own
+shape, spacing and affine. The body (fat, muscle, liver, spleen, bowel, vessels, spine, ribs,
+lung bases) is built around the kidneys (``body``), then the kidneys with their sinus, tumours
+and cysts (``kidney``), in the case's contrast phase (``tissues``).
+``write_phantom_dataset`` writes cases in the KiTS23 layout (``case_XXXXX/imaging.nii.gz`` +
+``segmentation.nii.gz``).
 
-Preview: ``python -m sparsekits.data.phantoms --preview out.png [--seed S]``.
+Preview: ``python -m sparsekits.phantoms --preview out.png [--seed S] [--phase P]``.
 """
 
 from __future__ import annotations
@@ -25,16 +27,15 @@ from tqdm import tqdm
 
 from sparsekits.data.geometry import Grid
 from sparsekits.data.io import read_label_map, write_label_map
-from sparsekits.data.phantom_body import (
+from sparsekits.errors import InputError
+from sparsekits.fileio import atomic_path
+from sparsekits.phantoms.body import (
     Anatomy,
     BodyConfig,
     Canvas,
-    KidneyLook,
-    T,
     body_hu,
     correlated_noise,
     draw_anatomy,
-    kidney_anatomy_hu,
     linear_weights,
     paint_body,
     smooth_field,
@@ -43,27 +44,45 @@ from sparsekits.data.phantom_body import (
     upsample,
     upsample_into,
 )
-from sparsekits.errors import InputError
-from sparsekits.fileio import atomic_path
+from sparsekits.phantoms.kidney import KidneyConfig, KidneyLook, kidney_anatomy_hu
+from sparsekits.phantoms.lesions import KITS23_CYSTS, KITS23_TUMOURS, LesionDistribution
+from sparsekits.phantoms.tissues import BODY_TISSUES, PHASES, T, check_phase
 
 RAS = ("R", "A", "S")
 
 
 @dataclass(frozen=True)
 class PhantomConfig:
-    """Grid and the distribution of the synthetic kidneys, tumours and cysts."""
+    """Grid, contrast phase and the distribution of the synthetic kidneys, tumours and cysts."""
 
     shape: tuple[int, int, int] = (160, 128, 96)  # (x, y, z): left-right, back-front, feet-head
     spacing_mm: tuple[float, float, float] = (2.0, 2.0, 2.5)
+    # Contrast phase of each case, drawn with these shares. KiTS is mostly late arterial
+    # (corticomedullary); KiTS23 added nephrographic cases.
+    phase_p: dict[str, float] = field(
+        default_factory=lambda: {"arterial": 0.7, "nephrographic": 0.3}
+    )
     both_kidneys_p: float = 0.75
     kidney_length_mm: tuple[float, float] = (100.0, 125.0)
     kidney_width_mm: tuple[float, float] = (48.0, 60.0)
     kidney_thickness_mm: tuple[float, float] = (38.0, 48.0)
-    tumour_p: float = 0.75
-    tumour_diameter_mm: tuple[float, float] = (10.0, 60.0)  # log-uniform
-    cyst_p: float = 0.4
-    cyst_diameter_mm: tuple[float, float] = (8.0, 35.0)
+    tumours: LesionDistribution = KITS23_TUMOURS
+    cysts: LesionDistribution = KITS23_CYSTS
     body: BodyConfig = field(default_factory=BodyConfig)
+    kidney: KidneyConfig = field(default_factory=KidneyConfig)
+
+    def __post_init__(self) -> None:
+        for phase in self.phase_p:
+            check_phase(phase)
+
+    def draw_phase(self, rng: np.random.Generator) -> str:
+        phases = list(self.phase_p)
+        p = np.asarray([self.phase_p[phase] for phase in phases], float)
+        return phases[int(rng.choice(len(phases), p=p / p.sum()))]
+
+    def with_phase(self, phase: str) -> PhantomConfig:
+        """The same config with every case in ``phase``."""
+        return dataclasses.replace(self, phase_p={check_phase(phase): 1.0})
 
 
 DEFAULT = PhantomConfig()
@@ -105,7 +124,8 @@ def make_phantom(
         labels = np.asarray(labels, dtype=np.uint8)
         anatomy, info = None, {}
     affine = np.asarray(affine, dtype=np.float64)
-    hu, anatomy = _render(labels, affine, config, rng, anatomy)
+    hu, anatomy, drawn = _render(labels, affine, config, rng, anatomy)
+    info.update(drawn)
     info["anatomy"] = dataclasses.asdict(anatomy)  # mm from voxel 0 in RAS layout
     return Phantom(hu=hu, labels=labels, affine=affine, info=info)
 
@@ -213,14 +233,15 @@ def _reoriented(labels_ras: np.ndarray, affine_ras: np.ndarray, codes: str):
 
 def _render(labels, affine, config: PhantomConfig, rng, anatomy: Anatomy | None):
     """int16 HU on the labels' grid (coarse body, upsampled, then kidneys at full resolution),
-    and the anatomy it was built on."""
+    the anatomy it was built on, and what was drawn (phase, lesion subtypes)."""
     body = config.body
+    phase = config.draw_phase(rng)
     to_ras = _to_ras(affine)
     labels_ras = ornt_.apply_orientation(labels, to_ras)  # views: no copies of big volumes
     hu = np.empty(labels.shape, np.int16)
     hu_ras = ornt_.apply_orientation(hu, to_ras)
     spacing = _ras_spacing(affine)
-    look = KidneyLook.draw(body, rng)
+    look = KidneyLook.draw(phase, config.kidney, rng)
     boxes = _label_boxes(labels_ras, spacing, body.seam_mm + 4 * max(body.blur_mm, spacing[2]))
     if anatomy is None:
         anatomy = _anatomy_from_labels(labels_ras, spacing, boxes, rng)
@@ -235,26 +256,31 @@ def _render(labels, affine, config: PhantomConfig, rng, anatomy: Anatomy | None)
     paint_body(canvas, anatomy, rng)
     for box in boxes:
         _paint_fat_shell(canvas, labels_ras, spacing, box, look, rng)
-    means = tissue_means(body, rng)
+    tissues = BODY_TISSUES[phase]
+    means = tissue_means(tissues, rng)
     noise = correlated_noise(work_shape, body, rng.uniform(*body.noise_std_hu), rng)
     weights = [
         linear_weights(n, s, m, ws)
         for n, s, m, ws in zip(labels_ras.shape, spacing, work_shape, work_spacing, strict=True)
     ]
     # Upsample in the output's own memory order: writing through the RAS view is much slower.
-    clean = body_hu(canvas, means, body, rng)
+    clean = body_hu(canvas, means, tissues, body, rng)
     upsample_into(hu, *_in_native_layout(clean + noise, weights, to_ras))
     del canvas
 
+    lesions = []
     for box in boxes:
         box_weights = [
             (lower[s], weight[s]) for (lower, weight), s in zip(weights, box, strict=True)
         ]
         background = upsample(clean, box_weights)
-        box_hu, decided = kidney_anatomy_hu(labels_ras[box], spacing, look, background, body, rng)
+        box_hu, decided, found = kidney_anatomy_hu(
+            labels_ras[box], spacing, look, background, body, config.kidney, rng
+        )
         box_hu += upsample(noise, box_weights)
         hu_ras[box][decided] = to_int16(box_hu[decided])
-    return hu, anatomy
+        lesions += found
+    return hu, anatomy, {"phase": phase, "lesions": lesions}
 
 
 def _in_native_layout(work_ras: np.ndarray, weights_ras, to_ras):
@@ -450,18 +476,14 @@ def _paint_kidneys(labels, spacing, anatomy: Anatomy, config: PhantomConfig, rng
         "cyst_diameters_mm": [],
         "hila": hila,
     }
-    for label, key, p, diameter_range, depth_range, log in (
-        (3, "cyst_diameters_mm", config.cyst_p, config.cyst_diameter_mm, (-0.5, 0.3), False),
-        (2, "tumour_diameters_mm", config.tumour_p, config.tumour_diameter_mm, (-0.4, 0.6), True),
+    for label, key, distribution, depth_range, roughness in (
+        (3, "cyst_diameters_mm", config.cysts, (-0.5, 0.3), 0.02),
+        (2, "tumour_diameters_mm", config.tumours, (-0.4, 0.6), 0.12),
     ):
-        if rng.random() >= p:
-            continue
-        for _ in range(1 if rng.random() < 0.8 else 2):
-            lo, hi = diameter_range
-            diameter = np.exp(rng.uniform(np.log(lo), np.log(hi))) if log else rng.uniform(lo, hi)
+        for _ in range(distribution.draw_count(rng)):
+            diameter = distribution.draw_diameter(rng)
             centre, axes, radii = kidneys[int(rng.integers(len(kidneys)))]
             at = _lesion_centre(centre, axes, radii, diameter / 2, rng.uniform(*depth_range), rng)
-            roughness = 0.12 if label == 2 else 0.02
             mask = _ellipsoid_mask(
                 labels.shape, spacing, at, np.eye(3), np.full(3, diameter / 2), roughness, rng
             )
@@ -575,19 +597,19 @@ def save_preview(phantom: Phantom, path: str | Path) -> Path:
     return path
 
 
-def _main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="preview a phantom as a PNG montage")
     parser.add_argument("--preview", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--phase", choices=PHASES, default=None, help="default: drawn")
     parser.add_argument("--labels", type=Path, default=None, help="a KiTS23 label map")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    config = DEFAULT if args.phase is None else DEFAULT.with_phase(args.phase)
     if args.labels is not None:
         image = read_label_map(args.labels)
-        phantom = make_phantom(args.seed, labels=image.array, affine=image.grid.affine)
+        phantom = make_phantom(
+            args.seed, labels=image.array, affine=image.grid.affine, config=config
+        )
     else:
-        phantom = make_phantom(args.seed)
+        phantom = make_phantom(args.seed, config=config)
     print(save_preview(phantom, args.preview))
-
-
-if __name__ == "__main__":
-    _main()

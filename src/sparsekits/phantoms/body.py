@@ -1,4 +1,4 @@
-"""The body of a synthetic abdominal CT, built around a kidney label map (used by ``phantoms``).
+"""The body of a synthetic abdominal CT, built around a kidney label map (used by ``generate``).
 
 Everything here works on arrays in RAS layout (axes x -> patient right, y -> anterior,
 z -> superior) with millimetre positions measured from voxel 0's centre. The body is painted as
@@ -6,100 +6,34 @@ tissue classes on a coarse *work grid* (cheap even under a 611 x 512 x 512 targe
 (per-case tissue means, smooth texture, blur, correlated noise) and linearly upsampled onto the
 target grid chunk by chunk, straight into the int16 output. Kidneys, tumours and cysts are then
 painted at full resolution in boxes around the labels (with the same noise field), so the HU
-agree with the labels voxel for voxel.
+agree with the labels voxel for voxel (``kidney``). The HU of each tissue and phase: ``tissues``.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
-from enum import IntEnum
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.ndimage as ndi
+
+from sparsekits.phantoms.tissues import NOISE_SD_HU, T, Tissue
 
 # Output rows (along x) upsampled at a time: bounds the float32 temporaries to a few tens of MB.
 _UPSAMPLE_CHUNK_ROWS = 16
 HU_MIN, HU_MAX = -1024, 3071
 
 
-class T(IntEnum):
-    """Tissue classes of the body on the work grid."""
-
-    AIR = 0
-    FAT = 1
-    VISCERAL_FAT = 2
-    MUSCLE = 3
-    LIVER = 4
-    SPLEEN = 5
-    GALLBLADDER = 6
-    STOMACH_FLUID = 7
-    BOWEL_WALL = 8
-    BOWEL_FLUID = 9
-    STOOL = 10
-    GAS = 11
-    LUNG = 12
-    CANCELLOUS = 13
-    CORTICAL = 14
-    DISC = 15
-    CSF = 16
-    AORTA = 17
-    IVC = 18
-    PERIRENAL_FAT = 19
-
-
-@dataclass(frozen=True)
-class Tissue:
-    hu: float  # typical mean HU
-    case_jitter: float  # std of the per-case mean around ``hu``
-    texture: float  # amplitude (HU) of the smooth within-tissue texture
-
-
-# Contrast-enhanced (nephrographic-like) abdominal CT; liver, spleen and muscle sit inside the
-# stage-1 window [-53.4, 283.2] like the kidneys, so kidneys must be told apart by appearance.
-TISSUES: dict[T, Tissue] = {
-    T.AIR: Tissue(-1000, 0, 0),
-    T.FAT: Tissue(-100, 8, 6),
-    T.VISCERAL_FAT: Tissue(-95, 8, 10),
-    T.MUSCLE: Tissue(50, 5, 6),
-    T.LIVER: Tissue(62, 6, 5),
-    T.SPLEEN: Tissue(58, 6, 5),
-    T.GALLBLADDER: Tissue(10, 4, 2),
-    T.STOMACH_FLUID: Tissue(15, 5, 4),
-    T.BOWEL_WALL: Tissue(45, 6, 8),
-    T.BOWEL_FLUID: Tissue(22, 8, 10),
-    T.STOOL: Tissue(-60, 20, 90),
-    T.GAS: Tissue(-985, 5, 10),
-    T.LUNG: Tissue(-850, 20, 40),
-    T.CANCELLOUS: Tissue(280, 30, 40),
-    T.CORTICAL: Tissue(850, 80, 60),
-    T.DISC: Tissue(85, 8, 6),
-    T.CSF: Tissue(12, 4, 2),
-    T.AORTA: Tissue(160, 15, 4),
-    T.IVC: Tissue(120, 12, 6),
-    T.PERIRENAL_FAT: Tissue(-90, 6, 8),
-}
-
-
 @dataclass(frozen=True)
 class BodyConfig:
-    """Imaging and tissue settings of the body (shared by every phantom path)."""
+    """Imaging settings of the body (shared by every phantom path)."""
 
     work_spacing_mm: float = 1.5  # the body is painted no finer than this, then upsampled
     texture_correlation_mm: float = 6.0
     blur_mm: float = 0.8  # in-plane point-spread sigma; along z at least 0.4 x slice spacing
-    noise_std_hu: tuple[float, float] = (10.0, 20.0)  # per-case noise level, drawn uniformly
+    noise_std_hu: tuple[float, float] = NOISE_SD_HU  # per-case noise level, drawn uniformly
     noise_sigma_vox: float = 0.8  # correlation of the noise on the work grid
-    perirenal_fat_mm: tuple[float, float] = (3.0, 9.0)  # typical thickness; varies around
     seam_mm: float = 2.5  # rim around the labels repainted at full resolution (blurred edge)
-    cortex_hu: tuple[float, float] = (168.0, 192.0)
-    medulla_hu: tuple[float, float] = (100.0, 130.0)
-    cortex_mm: tuple[float, float] = (4.0, 7.0)
-    tumour_hu: tuple[float, float] = (60.0, 120.0)  # per-case base, before texture
-    tumour_texture_hu: float = 22.0
-    tumour_hu_limits: tuple[float, float] = (40.0, 150.0)
-    cyst_hu: tuple[float, float] = (5.0, 15.0)
-    tissues: dict[T, Tissue] = field(default_factory=lambda: dict(TISSUES))
 
 
 @dataclass(frozen=True)
@@ -466,18 +400,20 @@ def _paint_pelvis(canvas: Canvas, anatomy: Anatomy, rng: np.random.Generator) ->
     canvas.paint(T.CANCELLOUS, slices, (distance < 2.5)[:, :, None], (T.CORTICAL,))
 
 
-def tissue_means(config: BodyConfig, rng: np.random.Generator) -> np.ndarray:
+def tissue_means(tissues: dict[T, Tissue], rng: np.random.Generator) -> np.ndarray:
     """This case's mean HU of each tissue class (indexable by ``T``)."""
     means = np.zeros(max(T) + 1, np.float32)
-    for tissue, spec in config.tissues.items():
-        means[tissue] = spec.hu + spec.case_jitter * rng.standard_normal()
+    for tissue, spec in tissues.items():
+        means[tissue] = spec.hu + spec.case_sd * rng.standard_normal()
     return means
 
 
-def body_hu(canvas: Canvas, means: np.ndarray, config: BodyConfig, rng) -> np.ndarray:
+def body_hu(
+    canvas: Canvas, means: np.ndarray, tissues: dict[T, Tissue], config: BodyConfig, rng
+) -> np.ndarray:
     """Tissue means plus smooth texture, blurred (noise is added separately)."""
     texture = np.zeros(max(T) + 1, np.float32)
-    for tissue, spec in config.tissues.items():
+    for tissue, spec in tissues.items():
         texture[tissue] = spec.texture
     field_ = smooth_field(canvas.tissue.shape, canvas.spacing, config.texture_correlation_mm, rng)
     hu = means[canvas.tissue] + texture[canvas.tissue] * field_
@@ -516,78 +452,3 @@ def upsample_into(out: np.ndarray, work: np.ndarray, weights) -> None:
 
 def to_int16(hu: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(hu), HU_MIN, HU_MAX).astype(np.int16)
-
-
-# ---------------------------------------------------------------------------------------------
-# Kidneys, tumours and cysts at full resolution
-
-
-@dataclass(frozen=True)
-class KidneyLook:
-    """Per-case HU of the labelled structures."""
-
-    cortex_hu: float
-    medulla_hu: float
-    cortex_mm: float
-    perirenal_fat_mm: float
-    tumour_hu: float
-    necrotic: bool
-    cyst_hu: float
-
-    @classmethod
-    def draw(cls, config: BodyConfig, rng: np.random.Generator) -> KidneyLook:
-        return cls(
-            cortex_hu=float(rng.uniform(*config.cortex_hu)),
-            medulla_hu=float(rng.uniform(*config.medulla_hu)),
-            cortex_mm=float(rng.uniform(*config.cortex_mm)),
-            perirenal_fat_mm=float(rng.uniform(*config.perirenal_fat_mm)),
-            tumour_hu=float(rng.uniform(*config.tumour_hu)),
-            necrotic=bool(rng.random() < 0.4),
-            cyst_hu=float(rng.uniform(*config.cyst_hu)),
-        )
-
-
-def kidney_anatomy_hu(
-    labels: np.ndarray,
-    spacing,
-    look: KidneyLook,
-    background: np.ndarray,
-    config: BodyConfig,
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Noise-free, blurred HU of a box around labels, and the mask of voxels it decides.
-
-    Cortex is the parenchyma within ``cortex_mm`` of the kidney's outer surface; deeper
-    parenchyma is medulla, lobulated by a smooth field (pyramids with columns between).
-    Unlabelled voxels keep ``background`` (the noise-free body, upsampled), so the blurred
-    edge blends into whatever the kidney touches; the decided region is the labels plus a
-    ``config.seam_mm`` rim that holds that blurred edge.
-    """
-    spacing = tuple(float(s) for s in spacing)
-    labelled = labels > 0
-    depth = ndi.distance_transform_edt(labelled, sampling=spacing).astype(np.float32)
-    lobules = smooth_field(labels.shape, spacing, 7.0, rng)
-    hu = background.astype(np.float32, copy=True)
-    kidney = labels == 1
-    # columns of cortex reach in between the pyramids, never a thinner cortex
-    medulla = kidney & (depth > look.cortex_mm + 4 * np.maximum(lobules, 0))
-    hu[kidney] = look.cortex_hu
-    hu[medulla] = look.medulla_hu
-    _paint_tumour(hu, labels == 2, spacing, look, config, rng)
-    hu[labels == 3] = look.cyst_hu
-    hu = ndi.gaussian_filter(hu, blur_sigma_vox(spacing, config), truncate=3.0)
-    outside = ndi.distance_transform_edt(~labelled, sampling=spacing)
-    return hu, outside <= config.seam_mm
-
-
-def _paint_tumour(hu, tumour, spacing, look: KidneyLook, config: BodyConfig, rng) -> None:
-    """Heterogeneous enhancement, optionally a hypo-enhancing (necrotic) core."""
-    if not tumour.any():
-        return
-    texture = smooth_field(tumour.shape, spacing, 4.0, rng) * config.tumour_texture_hu
-    values = look.tumour_hu + texture
-    if look.necrotic:
-        depth = ndi.distance_transform_edt(tumour, sampling=spacing)
-        core = depth > 0.55 * depth.max()
-        values = np.where(core, values - 35, values + 10)
-    hu[tumour] = np.clip(values, *config.tumour_hu_limits)[tumour]

@@ -1,0 +1,3 @@
+from sparsekits.phantoms.generate import main
+
+main()
