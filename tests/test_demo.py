@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 
 from cli_runner import run_cli
+from sparsekits.evaluate.kits23 import LESION_COLUMNS, METRIC_COLUMNS, ROI_RECALL_COLUMN
 from sparsekits.regions import NUM_REGIONS
 
 
@@ -38,8 +39,10 @@ def test_quick_demo_writes_report_model_predictions_and_overlays(tmp_path):
     with open(out / "evaluation.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["case"] for row in rows] == [*tests, "mean"]
-    values = [float(v) for row in rows for k, v in row.items() if k != "case"]
-    assert all(0.0 <= v <= 1.0 for v in values) and len(values) >= 2 * NUM_REGIONS * len(rows)
+    scores = [float(row[k]) for row in rows for k in (*METRIC_COLUMNS, ROI_RECALL_COLUMN)]
+    assert all(0.0 <= v <= 1.0 for v in scores) and len(scores) == (2 * NUM_REGIONS + 1) * len(rows)
+    counts = [int(row[k]) for row in rows for k in LESION_COLUMNS]
+    assert min(counts) >= 0
 
     report = (out / "report.md").read_text()
     for heading in ("Dice", "ROI recall", "Time of each step", "sparsekits predict", ".png"):

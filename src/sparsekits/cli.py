@@ -8,13 +8,16 @@ from pathlib import Path
 
 from sparsekits.errors import InputError
 from sparsekits.models.config import PRESETS
+from sparsekits.phantoms.tissues import PHASES
+from sparsekits.train.losses import LOSSES
 
 
 def _phantom(args: argparse.Namespace) -> int:
-    from sparsekits.data.phantoms import write_phantom_dataset
+    from sparsekits.phantoms import DEFAULT, write_phantom_dataset
 
+    config = DEFAULT if args.phase is None else DEFAULT.with_phase(args.phase)
     write_phantom_dataset(
-        args.out, n_cases=args.cases, labels_from=args.labels_from, seed=args.seed
+        args.out, n_cases=args.cases, labels_from=args.labels_from, seed=args.seed, config=config
     )
     return 0
 
@@ -44,6 +47,8 @@ def _train(args: argparse.Namespace) -> int:
             samples_per_epoch=args.samples_per_epoch,
             accumulation=args.accumulation,
             lr=args.lr,
+            loss=args.loss,
+            lesion_oversampling=args.lesion_oversampling,
             num_workers=args.workers,
             augment=not args.no_augment,
             val_every=args.val_every,
@@ -116,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder of real KiTS23 label maps to take kidney geometry from",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--phase",
+        choices=PHASES,
+        default=None,
+        help="contrast phase of every case (default: 70%% arterial, 30%% nephrographic)",
+    )
     p.set_defaults(func=_phantom)
 
     p = sub.add_parser("preprocess", help="write the sparse samples of a dataset into a cache")
@@ -140,6 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--accumulation", type=int, default=8, help="samples per optimiser step")
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument(
+        "--loss", choices=LOSSES, default="dice", help="dice (the paper's) or dice+bce (nnU-Net's)"
+    )
+    p.add_argument(
+        "--lesion-oversampling",
+        type=float,
+        default=0.0,
+        help="fraction of draws forced onto samples holding a tumour or cyst (nnU-Net: 0.33)",
+    )
     p.add_argument("--workers", type=int, default=2, help="data-loading processes per rank")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--val-every", type=int, default=1, help="epochs between validations")

@@ -15,6 +15,7 @@ from surface_distance import compute_surface_dice_at_tolerance, compute_surface_
 from cli_runner import run_cli
 from sparsekits.errors import InputError
 from sparsekits.evaluate.kits23 import (
+    LESION_COLUMNS,
     METRIC_COLUMNS,
     ROI_RECALL_COLUMN,
     evaluate_case,
@@ -226,7 +227,7 @@ def test_cli_writes_the_csv_with_the_mean_row(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     rows = read_csv(out)
-    assert list(rows[0]) == ["case", *METRIC_COLUMNS, ROI_RECALL_COLUMN]
+    assert list(rows[0]) == ["case", *METRIC_COLUMNS, *LESION_COLUMNS, ROI_RECALL_COLUMN]
     assert [row["case"] for row in rows] == [*names, "mean"]
     for column in [*METRIC_COLUMNS, ROI_RECALL_COLUMN]:
         mean = np.mean([float(row[column]) for row in rows[:-1]])

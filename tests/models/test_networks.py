@@ -229,7 +229,7 @@ def test_presets_and_config_validation():
 
 @pytest.mark.cuda
 def test_twins_agree_on_cuda_and_train_under_bf16_autocast(monkeypatch):
-    from sparsekits.train.losses import deep_supervision_dice_loss
+    from sparsekits.train.losses import deep_supervision_loss
 
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # exact fp32 for the compare
     sparse, dense = small_twins(seed=6)
@@ -241,7 +241,7 @@ def test_twins_agree_on_cuda_and_train_under_bf16_autocast(monkeypatch):
     targets = x.replace((x.features > 0).float().expand(-1, 3).contiguous())
     sparse.train()
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        loss = deep_supervision_dice_loss(sparse(x), targets)
+        loss = deep_supervision_loss(sparse(x), targets)
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in sparse.encoder.parameters())

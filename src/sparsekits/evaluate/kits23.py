@@ -21,13 +21,16 @@ its behaviour, quirks included:
 - Grids: the scorer itself only warns about spacing differences, but the official submission
   check (``kits23/check_submission_folder.py``) rejects a shape mismatch or an affine whose
   summed absolute difference exceeds 1e-3; this module raises ``InputError`` on either.
-- The mean row is the plain mean over cases of each column; the ranking's two figures are the
-  mean Dice and the mean SD over cases and HECs.
+- The mean row is the plain mean over cases of each metric column; the ranking's two figures are
+  the mean Dice and the mean SD over cases and HECs.
 
 Beyond the official scorer: ``--roi`` adds each case's stage-1 ROI recall (``roi_recall``), read
 from ROI_DIR/NAME.nii.gz or from the ``NAME_roi.nii.gz`` that ``predict --save-probabilities``
 writes beside its prediction (such sidecars in PRED_DIR are not predictions and are skipped), so
-``sparsekits evaluate OUT GT --roi OUT`` works on a prediction folder as written.
+``sparsekits evaluate OUT GT --roi OUT`` works on a prediction folder as written. Every row also
+holds lesion-wise detection counts (``LESION_COLUMNS``: tumours and cysts found, missed and
+false; rule in ``sparsekits.evaluate.lesions``), after the official columns and before
+ROI_recall. The mean row holds the *totals* of these counts over cases, not their means.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from surface_distance import compute_surface_dice_at_tolerance, compute_surface_
 from tqdm import tqdm
 
 from sparsekits.errors import InputError
+from sparsekits.evaluate.lesions import LESION_CLASSES, LESION_OUTCOMES, lesion_matches, nonzero_box
 from sparsekits.fileio import write_text_atomic
 from sparsekits.regions import REGION_LABELS, REGION_NAMES
 
@@ -64,6 +68,13 @@ _COLUMN_NAMES = {"kidney_and_mass": "kidney", "mass": "masses", "tumor": "tumor"
 DICE_COLUMNS = tuple(f"Dice_{_COLUMN_NAMES[hec]}" for hec in REGION_NAMES)
 SD_COLUMNS = tuple(f"SD_{_COLUMN_NAMES[hec]}" for hec in REGION_NAMES)
 METRIC_COLUMNS = DICE_COLUMNS + SD_COLUMNS
+# Lesion detection counts, e.g. tumours_found; integers, summed (not averaged) in the mean row.
+_LESION_COLUMN = {
+    (lesion, outcome): f"{lesion}_{outcome}"
+    for lesion in LESION_CLASSES
+    for outcome in LESION_OUTCOMES
+}
+LESION_COLUMNS = tuple(_LESION_COLUMN.values())
 ROI_RECALL_COLUMN = "ROI_recall"
 # Affine tolerance of the official submission check: summed absolute difference.
 AFFINE_TOLERANCE = 1e-3
@@ -91,23 +102,6 @@ def hec_metrics(
     return dice, float(compute_surface_dice_at_tolerance(distances, tolerance_mm))
 
 
-def _nonzero_box(*label_maps: np.ndarray) -> tuple[slice, ...]:
-    """Bounding box of the nonzero voxels of all 3D maps (empty slices when there are none).
-
-    ``surface_distance`` crops each mask pair to its own bounding box plus zero padding, so
-    cropping beforehand to any box that holds every HEC voxel changes no result; it only saves
-    building full-size masks. Nonzero is a cheap superset of the HEC labels.
-    """
-    # Project each map onto its first two axes once (no full-size temporary), then onto each axis.
-    plane = np.logical_or.reduce([labels.any(axis=2) for labels in label_maps])
-    last = np.logical_or.reduce([labels.any(axis=(0, 1)) for labels in label_maps])
-    box = []
-    for profile in (plane.any(axis=1), plane.any(axis=0), last):
-        hits = np.flatnonzero(profile)
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1) if hits.size else slice(0, 0))
-    return tuple(box)
-
-
 def evaluate_case(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
     """Dice and Surface Dice of the three HECs: {Dice_kidney, ..., SD_tumor}.
 
@@ -118,7 +112,10 @@ def evaluate_case(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) ->
         raise ValueError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}")
     if gt.ndim != 3 or len(spacing) != 3:
         raise ValueError(f"expected 3D maps and 3 spacings, got {gt.shape} and {tuple(spacing)}")
-    box = _nonzero_box(pred, gt)
+    # surface_distance crops each mask pair to its own bounding box plus zero padding, so cropping
+    # beforehand to a box that holds every HEC voxel changes no result; it only saves building
+    # full-size masks. Nonzero is a cheap superset of the HEC labels.
+    box = nonzero_box(pred, gt)
     pred, gt = pred[box], gt[box]
     row = {}
     for hec, dice_column, sd_column in zip(REGION_NAMES, DICE_COLUMNS, SD_COLUMNS, strict=True):
@@ -156,7 +153,7 @@ class EvaluationResult:
     """Per-case rows ({'case': name, column: value}), their mean row, and the ranking figures."""
 
     rows: list[dict]
-    mean: dict  # {'case': 'mean', column: mean over cases}
+    mean: dict  # {'case': 'mean', metric: mean over cases, lesion count: total over cases}
     output_csv: Path
     unpredicted: list[str] = field(default_factory=list)  # ground-truth cases with no prediction
 
@@ -268,11 +265,15 @@ def _check_same_grid(path: Path, shape, affine, gt_path: Path, gt_shape, gt_affi
 
 
 def evaluate_case_files(case: CaseFiles) -> dict:
-    """One CSV row of a case: {'case': name, metrics..., [ROI_recall]}. Runs in a worker."""
+    """One CSV row: {'case': name, metrics..., lesion counts..., [ROI_recall]}. Runs in a worker."""
     pred, pred_affine, pred_spacing = _read_label_map(case.pred)
     gt, gt_affine, _ = _read_label_map(case.gt)
     _check_same_grid(case.pred, pred.shape, pred_affine, case.gt, gt.shape, gt_affine)
     row = {"case": case.name, **evaluate_case(pred, gt, pred_spacing)}
+    counts = lesion_matches(pred, gt, pred_spacing)
+    row.update(
+        {column: counts[lesion][outcome] for (lesion, outcome), column in _LESION_COLUMN.items()}
+    )
     if case.roi is not None:
         roi, roi_affine, _ = _read_label_map(case.roi)
         _check_same_grid(case.roi, roi.shape, roi_affine, case.gt, gt.shape, gt_affine)
@@ -300,27 +301,41 @@ def _run_cases(cases: list[CaseFiles], workers: int) -> list[dict]:
 
 
 def mean_row(rows: list[dict]) -> dict:
-    columns = [column for column in rows[0] if column != "case"]
-    return {"case": "mean", **{c: float(np.mean([row[c] for row in rows])) for c in columns}}
+    """The 'mean' row: the mean over cases of each column, but the total of each lesion count."""
+
+    def combine(column: str) -> float | int:
+        values = [row[column] for row in rows]
+        return sum(values) if column in LESION_COLUMNS else float(np.mean(values))
+
+    return {"case": "mean", **{c: combine(c) for c in rows[0] if c != "case"}}
+
+
+def _format_value(column: str, value) -> str:
+    return str(value) if column in LESION_COLUMNS else f"{value:.8f}"
 
 
 def format_csv(rows: list[dict], mean: dict) -> str:
-    """The official evaluation.csv layout (8 decimals), with a 'case' column and a 'mean' row."""
+    """The official evaluation.csv layout (8 decimals; counts as integers), 'case', 'mean' row."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     columns = list(mean)
     writer.writerow(columns)
     for row in [*rows, mean]:
-        writer.writerow([row["case"], *(f"{row[c]:.8f}" for c in columns[1:])])
+        writer.writerow([row["case"], *(_format_value(c, row[c]) for c in columns[1:])])
     return buffer.getvalue()
 
 
 def format_summary(result: EvaluationResult) -> str:
-    """A compact table: the mean of each HEC's Dice and SD, and the ranking's two means."""
+    """A compact table: each HEC's mean Dice and SD, the ranking's two means, lesion totals."""
     lines = [f"{'HEC':<16}{'Dice':>8}{'SD':>8}"]
     for hec, dice_column, sd_column in zip(REGION_NAMES, DICE_COLUMNS, SD_COLUMNS, strict=True):
         lines.append(f"{hec:<16}{result.mean[dice_column]:>8.4f}{result.mean[sd_column]:>8.4f}")
     lines.append(f"{'mean':<16}{result.mean_dice:>8.4f}{result.mean_sd:>8.4f}")
+    totals = []
+    for lesion in LESION_CLASSES:
+        found, missed, false = (result.mean[_LESION_COLUMN[lesion, o]] for o in LESION_OUTCOMES)
+        totals.append(f"{lesion} {found}/{found + missed} found, {false} false")
+    lines.append(f"lesions: {'; '.join(totals)}")
     if ROI_RECALL_COLUMN in result.mean:
         worst = min(row[ROI_RECALL_COLUMN] for row in result.rows)
         lines.append(

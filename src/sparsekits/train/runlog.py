@@ -18,6 +18,7 @@ LOG_COLUMNS = (
     "step",
     "lr",
     "train_loss",
+    *(f"train_dice_{name}" for name in REGION_NAMES),
     "val_loss",
     *(f"val_dice_{name}" for name in REGION_NAMES),
     "seconds",

@@ -5,7 +5,8 @@ A run folder holds everything a run writes (only the main process writes):
 ```
 RUN/config.json            the TrainConfig of the run
 RUN/splits.json            the 5-fold split by case (reused when present)
-RUN/log.csv                one row per epoch: losses, validation Dice per region, lr
+RUN/log.csv                one row per epoch: losses, training and validation Dice per region, lr
+RUN/progress.png           those Dice curves against optimiser steps, redrawn every epoch
 RUN/tensorboard/           the same, plus loss and lr per optimiser step
 RUN/checkpoint_last.pt     everything needed to resume (saved every N steps and each epoch)
 RUN/checkpoint_best.pt     the same at the best validation loss
@@ -45,6 +46,7 @@ from sparsekits.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from sparsekits.train.curves import plot_progress
 from sparsekits.train.distributed import (
     DistContext,
     all_gather_objects,
@@ -54,7 +56,7 @@ from sparsekits.train.distributed import (
     shutdown_distributed,
 )
 from sparsekits.train.folds import N_FOLDS, load_or_create_splits
-from sparsekits.train.losses import deep_supervision_dice_loss
+from sparsekits.train.losses import LOSSES, deep_supervision_loss, pooled_dice, region_counts
 from sparsekits.train.optim import OptimConfig, build_optimizer, build_scheduler
 from sparsekits.train.runlog import RunLog
 from sparsekits.train.samples import (
@@ -73,7 +75,31 @@ MODEL_DIR = "model"
 CHECKPOINT_FORMAT = 1
 # Settings a resumed run must share with the run it continues (the schedule and order depend
 # on them).
-_RESUME_KEYS = ("stage", "fold", "preset", "epochs", "seed", "samples_per_epoch", "accumulation")
+_RESUME_KEYS = (
+    "stage",
+    "fold",
+    "preset",
+    "epochs",
+    "seed",
+    "samples_per_epoch",
+    "accumulation",
+    "loss",
+    "lesion_oversampling",
+    "patch_vox",
+)
+
+# The settings that say how a model was trained, recorded in its model folder.
+_RECIPE_KEYS = (
+    "preset",
+    "loss",
+    "lesion_oversampling",
+    "lr",
+    "epochs",
+    "samples_per_epoch",
+    "accumulation",
+    "augment",
+    "patch_vox",
+)
 
 
 @dataclass
@@ -90,6 +116,12 @@ class TrainConfig:
     samples_per_epoch: int | None = None  # default: one pass over the fold's training samples
     accumulation: int = 8  # samples per optimiser step (batch 1 each), over all ranks
     lr: float = 5e-4
+    loss: str = "dice"  # "dice" (the paper's) or "dice+bce" (sparsekits.train.losses)
+    # Fraction of draws replaced by a random training sample that holds a mass (tumour or cyst),
+    # as nnU-Net forces foreground into a third of its patches; 0 draws uniformly.
+    lesion_oversampling: float = 0.0
+    # Train on cubes of this many voxels (stage grid) cut from each sample, None: whole samples.
+    patch_vox: int | None = None
     num_workers: int = 2  # DataLoader processes that load, augment and sparsify samples
     augment: bool = True
     val_every: int = 1  # epochs between validations (the last epoch is always validated)
@@ -121,9 +153,13 @@ class _Progress:
     epoch: int = 0
     position: int = 0  # draws of this rank's share of the epoch already trained on
     step: int = 0  # optimiser steps so far
-    order: list[int] | None = None  # the epoch's sample order, once drawn
+    order: list[tuple[int, bool]] | None = None  # the epoch's (sample, lesion-forced) draws
     loss_sum: float = 0.0  # this rank's training loss over the epoch so far
     loss_count: int = 0
+    # this rank's (predicted & true, predicted, true) voxel counts per region over the epoch
+    dice_counts: torch.Tensor = field(
+        default_factory=lambda: torch.zeros(3, NUM_REGIONS, dtype=torch.float64)
+    )
     samples: int = 0  # samples this rank has trained on, over the whole run
     best_val_loss: float = math.inf
     best_epoch: int = -1
@@ -158,7 +194,8 @@ class _Trainer:
                 f"validation samples for stage {config.stage}",
             )
         augment = AugmentConfig() if config.augment else None
-        self.train_set = SampleSet(train_paths, self.stage_config, augment)
+        self.train_set = SampleSet(train_paths, self.stage_config, augment, config.patch_vox)
+        self.lesion_indices = [i for i, path in enumerate(train_paths) if path in index.with_mass]
         self.val_set = SampleSet(val_paths, self.stage_config)
         self.samples_per_epoch = config.samples_per_epoch or len(self.train_set)
         self.local_accumulation = config.accumulation // context.world_size
@@ -221,6 +258,7 @@ class _Trainer:
             order=state["order"],
             loss_sum=rank_state["loss_sum"],
             loss_count=rank_state["loss_count"],
+            dice_counts=rank_state["dice_counts"],
             samples=rank_state["samples"],
             best_val_loss=state["best_val_loss"],
             best_epoch=state["best_epoch"],
@@ -246,7 +284,12 @@ class _Trainer:
                 started = time.perf_counter()
                 if progress.order is None:
                     progress.order = epoch_order(
-                        len(self.train_set), self.samples_per_epoch, config.seed, progress.epoch
+                        len(self.train_set),
+                        self.samples_per_epoch,
+                        config.seed,
+                        progress.epoch,
+                        self.lesion_indices,
+                        config.lesion_oversampling,
                     )
                 if not self._train_epoch(bar, log):
                     return self._result(row, completed=False)
@@ -315,6 +358,8 @@ class _Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
             "train_loss": float(totals[0] / totals[1]),
         }
+        dice = pooled_dice(all_reduce_sum(progress.dice_counts, self.context))
+        row.update({f"train_dice_{name}": value for name, value in dice.items()})
         last_epoch = progress.epoch == config.epochs - 1
         improved = False
         if last_epoch or (progress.epoch + 1) % config.val_every == 0:
@@ -325,9 +370,11 @@ class _Trainer:
         row["seconds"] = seconds
         if log is not None:
             log.epoch(row)
+            plot_progress(self.run_dir)
         progress.epoch += 1
         progress.position, progress.order = 0, None
         progress.loss_sum, progress.loss_count = 0.0, 0
+        progress.dice_counts = torch.zeros_like(progress.dice_counts)
         state = self._save_last()
         if improved and self.context.is_main:
             save_checkpoint(self.run_dir / BEST, state)
@@ -348,7 +395,9 @@ class _Trainer:
         inputs, targets = self._tensors(item)
         with self._autocast():
             features = self.model(inputs)
-        return deep_supervision_dice_loss(self.outputs.rebuild(features), targets)
+        outputs = self.outputs.rebuild(features)
+        self.progress.dice_counts += region_counts(outputs[0].features, targets.features)
+        return deep_supervision_loss(outputs, targets, self.config.loss)
 
     def _tensors(self, item: SparseItem) -> tuple[SparseTensor, SparseTensor]:
         device = self.context.device
@@ -370,29 +419,21 @@ class _Trainer:
         the sums are all-reduced.
         """
         self.net.eval()
-        # loss sum, sample count, then per region: intersection, predicted, true voxel counts
-        sums = torch.zeros(2 + 3 * NUM_REGIONS, dtype=torch.float64)
+        losses = torch.zeros(2, dtype=torch.float64)  # loss sum, sample count
+        counts = torch.zeros(3, NUM_REGIONS, dtype=torch.float64)
         context = self.context
         for index in range(context.rank, len(self.val_set), context.world_size):
-            item = self.val_set[Draw(index, (0, 0, 0))]
-            inputs, targets = self._tensors(item)
+            inputs, targets = self._tensors(self.val_set[Draw(index, (0, 0, 0))])
             with self._autocast():
                 outputs = self.net(inputs)
-            loss = deep_supervision_dice_loss(outputs, targets)
-            predicted = (outputs[0].features.float() > 0).cpu()
-            truth = item.regions > 0.5
-            sums[0] += float(loss)
-            sums[1] += 1
-            sums[2:] += torch.cat(
-                [(predicted & truth).sum(0), predicted.sum(0), truth.sum(0)]
-            ).double()
+            loss = deep_supervision_loss(outputs, targets, self.config.loss)
+            losses += torch.tensor([float(loss), 1.0], dtype=torch.float64)
+            counts += region_counts(outputs[0].features.float(), targets.features)
         self.net.train()
-        sums = all_reduce_sum(sums, context)
-        intersection, predicted, truth = sums[2:].view(3, NUM_REGIONS)
-        dice = 2 * intersection / (predicted + truth)  # nan where a region is absent in both
-        metrics = {"val_loss": float(sums[0] / sums[1])}
-        for name, value in zip(REGION_NAMES, dice.tolist(), strict=True):
-            metrics[f"val_dice_{name}"] = value
+        losses = all_reduce_sum(losses, context)
+        dice = pooled_dice(all_reduce_sum(counts, context))
+        metrics = {"val_loss": float(losses[0] / losses[1])}
+        metrics.update({f"val_dice_{name}": value for name, value in dice.items()})
         return metrics
 
     # -- checkpoints and results ----------------------------------------------------------------
@@ -404,6 +445,7 @@ class _Trainer:
                 "rng": capture_rng_state(),
                 "loss_sum": progress.loss_sum,
                 "loss_count": progress.loss_count,
+                "dice_counts": progress.dice_counts,
                 "samples": progress.samples,
                 # Equal on every rank unless DDP failed to keep the replicas in step.
                 "parameter_sum": _parameter_sum(self.net),
@@ -437,6 +479,7 @@ class _Trainer:
             "val_loss": row["val_loss"],
             "val_dice": {name: row[f"val_dice_{name}"] for name in REGION_NAMES},
             "seed": self.config.seed,
+            "recipe": {key: getattr(self.config, key) for key in _RECIPE_KEYS},
             "cases": self.split,
         }
 
@@ -484,6 +527,12 @@ def _check_config(config: TrainConfig, context: DistContext) -> None:
             f"accumulation {config.accumulation} must be a multiple of the "
             f"{context.world_size} processes"
         )
+    if config.loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {config.loss!r}")
+    if config.patch_vox is not None and config.patch_vox < 8:
+        raise ValueError(f"patch_vox must be at least 8 voxels, got {config.patch_vox}")
+    if not 0 <= config.lesion_oversampling <= 1:
+        raise ValueError(f"lesion_oversampling must be in [0, 1], got {config.lesion_oversampling}")
     for name in ("epochs", "accumulation", "val_every", "checkpoint_every"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be at least 1")
