@@ -30,8 +30,8 @@ from sparsekits.bench.inputs import ALL_HU, SweepPoint
 from sparsekits.bench.pipeline import BenchConfig, run_benchmark, write_outputs
 from sparsekits.bench.render import render_markdown
 from sparsekits.bench.report import update_section
-from sparsekits.config import STAGE2
 from sparsekits.fileio import write_json_atomic
+from sparsekits.plan import SSCN_TWOSTAGE
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -57,7 +57,7 @@ QUICK = replace(
     sweep=(
         SweepPoint((30.0, 40.0)),
         SweepPoint((0.0, 100.0)),
-        SweepPoint(STAGE2.hu_window),
+        SweepPoint(SSCN_TWOSTAGE.stage(2).sparsify.bounds),
         SweepPoint(ALL_HU, inside_roi=False),
     ),
 )

@@ -44,10 +44,11 @@ def build_inputs(work: Path, preset: str = "paper", seed: int = 0) -> dict:
     import nibabel as nib
     import torch
 
-    from sparsekits.config import STAGES
     from sparsekits.data.io import read_label_map
-    from sparsekits.models import build_model, save_model_folder
+    from sparsekits.models import build_model
+    from sparsekits.models.bundle import save_fold
     from sparsekits.phantoms import make_phantom
+    from sparsekits.plan import SSCN_TWOSTAGE
 
     labels = read_label_map(LABELS)
     phantom = make_phantom(seed, labels=labels.array, affine=labels.grid.affine)
@@ -56,14 +57,10 @@ def build_inputs(work: Path, preset: str = "paper", seed: int = 0) -> dict:
     image.set_sform(phantom.affine, code=1)
     nib.save(image, work / "ct.nii.gz")
     np.save(work / "kidney.npy", labels.array > 0)
+    plan = SSCN_TWOSTAGE.with_network(preset)
     for stage in (1, 2):
         torch.manual_seed(seed + stage)
-        model = build_model(preset)
-        save_model_folder(
-            work / "model" / f"stage{stage}" / "fold_0",
-            model,
-            extra={"stage": STAGES[stage].to_dict()},
-        )
+        save_fold(work / "model", plan, stage, 0, build_model(preset))
     return {"shape": list(phantom.hu.shape), "spacing": list(labels.grid.spacing)}
 
 
@@ -121,7 +118,7 @@ def _report(inputs: dict, result: dict, command: str) -> str:
             k,
             roi["stage2_voxels"],
             "x".join(map(str, roi["crop_shape"])),
-            *(f"{roi[key]:.2f}" for key in ("resample", "sparsify", "net", "map_back")),
+            *(f"{roi[key]:.2f}" for key in ("view", "net", "map_back")),
         ]
         for k, roi in enumerate(result["rois"])
     ]
@@ -153,7 +150,7 @@ def _report(inputs: dict, result: dict, command: str) -> str:
             "Stage 2 per ROI (seconds):",
             "",
             markdown_table(
-                ["ROI", "voxels", "crop", "resample", "sparsify", "net", "map back"], rois
+                ["ROI", "voxels", "crop", "view (resample, sparsify)", "net", "map back"], rois
             ),
         ]
     )

@@ -7,9 +7,9 @@ ships its images. Without ../shared/data, a synthetic phantom of the same size a
 - Preprocessing: ``preprocess_dataset`` of that one case, both stages, each run in a fresh process
   (its peak RSS is the figure; the time includes reading the .nii.gz and writing the samples);
   one warm-up run, then the median of ``--repeats`` runs.
-- Prediction geometry, in one fresh process: read the image; resample it to the stage-1 grid
-  (linear) and sparsify it; per ROI (the cache's stage-2 crops), resample the image onto the
-  crop (linear); map each crop's labels back to the source sub-box (nearest) and paint them into
+- Prediction geometry, in one fresh process: read the image; its stage-1 view and, per ROI (the
+  cache's stage-2 ROIs), its stage-2 view (``sparsekits.data.stage_view``, as the predictor
+  builds them); map each crop's labels back to the source sub-box (nearest) and paint them into
   a full-size label map. Times are medians of ``--repeats`` after one warm-up.
 
 Command (from the repository root):
@@ -30,13 +30,15 @@ import numpy as np
 
 from sparsekits.bench.measure import run_in_fresh_process, time_median
 from sparsekits.bench.report import markdown_table, measured_on, update_section
-from sparsekits.config import STAGE1, STAGE2
-from sparsekits.data.geometry import Grid, resample, stage_grid_for
+from sparsekits.data.geometry import Grid, resample
 from sparsekits.data.io import read_image
-from sparsekits.data.preprocess import OUTSIDE_HU, preprocess_dataset
+from sparsekits.data.preprocess import preprocess_dataset
+from sparsekits.data.roi import extract_roi_components
 from sparsekits.data.sample import load_sample
-from sparsekits.data.sparsify import body_box, box_slices, sparsify
+from sparsekits.data.sparsify import box_slices
+from sparsekits.data.stage_view import stage1_view, stage2_view
 from sparsekits.phantoms import write_phantom_dataset
+from sparsekits.plan import SSCN_TWOSTAGE
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "benchmarks.preprocess"
@@ -80,20 +82,21 @@ def measure_prediction_geometry(image: str, cache: str, repeats: int) -> dict:
     start = time.perf_counter()
     source = read_image(image)
     read_s = time.perf_counter() - start
-    grid1 = stage_grid_for(source.grid, STAGE1.spacing_mm)
+    plan = SSCN_TWOSTAGE
+    view1 = stage1_view(source, plan.stage(1))
 
     def to_stage1():
-        hu = resample(source.array, source.grid, grid1, order=1, cval=OUTSIDE_HU)
-        hu = hu[box_slices(*body_box(hu))]
-        return sparsify(hu, STAGE1)
+        return stage1_view(source, plan.stage(1))
 
     rois = [load_sample(path) for path in sorted(Path(cache, "stage2").glob("*.npz"))]
     crops = [Grid.from_dict(sample.meta["crop_grid"]) for sample in rois]
+    # the ROI components as preprocessing cut them: from the cached stage-1 labels
+    labels1 = load_sample(next(Path(cache, "stage1").glob("*.npz"))).labels
+    components = extract_roi_components(labels1 > 0, plan.stage(1).spacing_mm, plan.roi)
 
     def to_crops():
-        for sample, crop in zip(rois, crops, strict=True):
-            hu = resample(source.array, source.grid, crop, order=1, cval=OUTSIDE_HU)
-            sparsify(hu, STAGE2, mask=sample.roi_mask)
+        for component in components:
+            stage2_view(source, component, view1.grid, plan.stage(2))
 
     def paint_back():
         labels = np.zeros(source.grid.shape, dtype=np.uint8)
@@ -110,7 +113,7 @@ def measure_prediction_geometry(image: str, cache: str, repeats: int) -> dict:
         "crops_s": time_median(to_crops, repeats)["median_s"],
         "back_s": time_median(paint_back, repeats)["median_s"],
         "source_shape": list(source.grid.shape),
-        "stage1_grid": list(grid1.shape),
+        "stage1_grid": list(view1.grid.shape),
     }
 
 
@@ -186,7 +189,7 @@ def report_body(args, runs: list[dict], geometry: dict, load_at_start: float) ->
             "## Preprocessing and prediction geometry (one KiTS-size case)",
             "",
             f"Case: phantom on KiTS23 label map `{args.labels.name}`, source "
-            f"{geometry['source_shape']} int16 (.nii.gz); stage-1 grid before the body crop "
+            f"{geometry['source_shape']} int16 (.nii.gz); stage-1 grid (body crop) "
             f"{geometry['stage1_grid']}. Each preprocessing run is a fresh process; median of "
             f"{len(runs)} after one warm-up.",
             "",

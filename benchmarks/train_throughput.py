@@ -72,7 +72,7 @@ def measure_steps(
     from sparsekits.train.optim import OptimConfig, build_optimizer
 
     hu, labels, config = _load(sample, crop)
-    keep = config.in_window(hu)
+    keep = config.sparsify.keep(hu)
     torch.manual_seed(0)
     sparse_model = build_model(preset)
     model = sparse_model
@@ -116,7 +116,7 @@ def _sparse_inputs(hu, labels, keep, config, device):
 
     coords = np.argwhere(keep).astype(np.int32)
     batch = np.zeros((len(coords), 1), np.int32)
-    features = config.normalise(hu[keep].astype(np.float32))[:, None]
+    features = config.features(hu[keep].astype(np.float32))[:, None]
     regions = labels_to_regions(labels[keep]).astype(np.float32)
     inputs = SparseTensor(
         torch.from_numpy(features).to(device),
@@ -131,7 +131,7 @@ def _dense_inputs(hu, labels, keep, config, device):
     from sparsekits.regions import labels_to_regions
     from sparsekits.train.losses import DICE_SMOOTH
 
-    volume = np.where(keep, config.normalise(hu.astype(np.float32)), 0.0).astype(np.float32)
+    volume = np.where(keep, config.features(hu.astype(np.float32)), 0.0).astype(np.float32)
     regions = labels_to_regions(labels).astype(np.float32)  # [X, Y, Z, 3]
     inputs = torch.from_numpy(volume)[None, None].to(device)
     target = torch.from_numpy(np.moveaxis(regions, -1, 0))[None].to(device)
@@ -160,15 +160,15 @@ def _autocast(device: str):
 
 
 def _load(sample: str, crop: bool):
-    from sparsekits.config import STAGE1
     from sparsekits.data.sample import load_sample
+    from sparsekits.plan import SSCN_TWOSTAGE
 
     loaded = load_sample(sample)
     hu, labels = loaded.hu, loaded.labels
     if crop:
         window = _crop_around_kidneys(labels, CROP)
         hu, labels = hu[window], labels[window]
-    return hu, labels, STAGE1
+    return hu, labels, SSCN_TWOSTAGE.stage(1)
 
 
 def _crop_around_kidneys(labels: np.ndarray, size: tuple[int, int, int]) -> tuple[slice, ...]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from sparsekits.errors import InputError
 from sparsekits.models.config import PRESETS
 from sparsekits.phantoms.tissues import PHASES
+from sparsekits.plan import DEFAULT_METHOD, PLANS
 from sparsekits.train.losses import LOSSES
 
 
@@ -22,35 +23,71 @@ def _phantom(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan_arg(args: argparse.Namespace):
+    """The plan of ``--plan FILE``, or None when not given."""
+    from sparsekits.plan import load_plan
+
+    return None if args.plan is None else load_plan(args.plan)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from sparsekits.plan import default_plan
+
+    plan = default_plan(args.method)
+    if args.preset is not None:
+        plan = plan.with_network(args.preset)
+    plan.save(args.output)
+    print(f"sparsekits plan: {plan.method} -> {args.output}", file=sys.stderr)
+    return 0
+
+
 def _preprocess(args: argparse.Namespace) -> int:
     from sparsekits.data.preprocess import preprocess_dataset
+    from sparsekits.plan import default_plan
 
     stages = (args.stage,) if args.stage else (1, 2)
-    report = preprocess_dataset(args.dataset, args.out, stages=stages, workers=args.workers)
+    plan = _plan_arg(args) or default_plan()
+    report = preprocess_dataset(args.dataset, args.out, plan, stages, workers=args.workers)
     return 1 if report.failures else 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from sparsekits.train.trainer import TrainConfig, train
+# train options that change the plan's recipe for the stage (None: keep the plan's)
+_RECIPE_OPTIONS = (
+    "epochs",
+    "samples_per_epoch",
+    "accumulation",
+    "lr",
+    "loss",
+    "lesion_oversampling",
+    "patch_vox",
+    "augment",
+)
 
+
+def _train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from sparsekits.train.trainer import TrainConfig, base_plan, train
+
+    plan = _plan_arg(args)
+    changes = {key: getattr(args, key) for key in _RECIPE_OPTIONS}
+    changes = {key: value for key, value in changes.items() if value is not None}
+    recipe = None
+    if changes:
+        recipe = dataclasses.replace(base_plan(args.data, plan).stage(args.stage).recipe, **changes)
     train(
         TrainConfig(
             data=args.data,
             stage=args.stage,
             fold=args.fold,
             out=args.out,
-            preset=args.preset,
-            epochs=args.epochs,
+            plan=plan,
+            network=args.preset,
+            recipe=recipe,
             device=args.device,
             resume=args.resume,
             seed=args.seed,
-            samples_per_epoch=args.samples_per_epoch,
-            accumulation=args.accumulation,
-            lr=args.lr,
-            loss=args.loss,
-            lesion_oversampling=args.lesion_oversampling,
             num_workers=args.workers,
-            augment=not args.no_augment,
             val_every=args.val_every,
             checkpoint_every=args.checkpoint_every,
             stop_after_steps=args.stop_after_steps,
@@ -71,8 +108,17 @@ def _predict(args: argparse.Namespace) -> int:
         tta=args.tta,
         save_probabilities=args.save_probabilities,
         overlay=args.overlay,
+        plan=_plan_arg(args),
     )
     return 1 if summary.failures else 0
+
+
+def _model_assemble(args: argparse.Namespace) -> int:
+    from sparsekits.models.bundle import assemble_model
+
+    out = assemble_model(args.runs, args.output)
+    print(f"sparsekits model assemble: {len(args.runs)} runs -> {out}", file=sys.stderr)
+    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -93,11 +139,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _benchmark(args: argparse.Namespace) -> int:
     from sparsekits.bench.pipeline import run_benchmark
+    from sparsekits.plan import default_plan
 
     run_benchmark(
         args.input,
         stage=args.stage,
         preset=args.preset,
+        plan=_plan_arg(args) or default_plan(),
         device=args.device,
         json_path=args.json,
         out_dir=args.out,
@@ -129,11 +177,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_phantom)
 
+    p = sub.add_parser("plan", help="write a method's default plan (to edit, then --plan FILE)")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--method", choices=sorted(PLANS), default=DEFAULT_METHOD)
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="both stages' network")
+    p.set_defaults(func=_plan)
+
     p = sub.add_parser("preprocess", help="write the sparse samples of a dataset into a cache")
     p.add_argument("dataset", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--stage", type=int, choices=(1, 2), default=None, help="default: both")
     p.add_argument("--workers", type=int, default=1)
+    _add_plan_option(p)
     p.set_defaults(func=_preprocess)
 
     p = sub.add_parser("train", help="train one stage on one cross-validation fold")
@@ -141,31 +196,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", type=int, choices=(1, 2), required=True)
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="paper")
-    p.add_argument("--epochs", type=int, default=500)
+    _add_plan_option(p, "default: the cache's plan")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="default: the plan's")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint_last.pt")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument(
-        "--samples-per-epoch", type=int, default=None, help="default: the fold's training samples"
-    )
-    p.add_argument("--accumulation", type=int, default=8, help="samples per optimiser step")
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument(
-        "--loss", choices=LOSSES, default="dice", help="dice (the paper's) or dice+bce (nnU-Net's)"
-    )
-    p.add_argument(
-        "--lesion-oversampling",
-        type=float,
-        default=0.0,
-        help="fraction of draws forced onto samples holding a tumour or cyst (nnU-Net: 0.33)",
-    )
     p.add_argument("--workers", type=int, default=2, help="data-loading processes per rank")
-    p.add_argument("--no-augment", action="store_true")
     p.add_argument("--val-every", type=int, default=1, help="epochs between validations")
     p.add_argument("--checkpoint-every", type=int, default=50, help="optimiser steps between saves")
     p.add_argument(
         "--stop-after-steps", type=int, default=None, help="stop (resumable) after N steps"
+    )
+    recipe = p.add_argument_group("recipe (default: the plan's recipe for the stage)")
+    recipe.add_argument("--epochs", type=int, default=None)
+    recipe.add_argument(
+        "--samples-per-epoch", type=int, default=None, help="plan's default: one pass over the fold"
+    )
+    recipe.add_argument("--accumulation", type=int, default=None, help="samples per step")
+    recipe.add_argument("--lr", type=float, default=None)
+    recipe.add_argument("--loss", choices=LOSSES, default=None, help="dice (the paper's), dice+bce")
+    recipe.add_argument(
+        "--lesion-oversampling",
+        type=float,
+        default=None,
+        help="share of draws forced onto samples holding a tumour or cyst (nnU-Net: 0.33)",
+    )
+    recipe.add_argument(
+        "--patch-vox", type=int, default=None, help="train on cubes of N voxels (stage grid)"
+    )
+    recipe.add_argument(
+        "--augment", action=argparse.BooleanOptionalAction, default=None, help="augmentation"
     )
     p.set_defaults(func=_train)
 
@@ -178,7 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
     p.add_argument("--save-probabilities", action="store_true")
     p.add_argument("--overlay", action="store_true", help="write PNG overlays")
+    _add_plan_option(p, "checked against the model's own plan, which prediction uses")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("model", help="model folders: assemble one from training runs")
+    model = p.add_subparsers(dest="model_command", required=True)
+    q = model.add_parser("assemble", help="MODEL folder from training runs (both stages, folds)")
+    q.add_argument("runs", type=Path, nargs="+", help="training run folders (RUN/model inside)")
+    q.add_argument("-o", "--output", type=Path, required=True)
+    q.set_defaults(func=_model_assemble)
 
     p = sub.add_parser("evaluate", help="KiTS23 Dice and Surface Dice of predictions")
     p.add_argument("pred_dir", type=Path)
@@ -196,8 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("benchmark", help="sparse vs dense twin vs nnU-Net sliding window")
     p.add_argument("--input", type=Path, required=True)
     p.add_argument("--stage", choices=("1", "2", "both"), default="both")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="paper")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="default: the plan's")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    _add_plan_option(p)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path("benchmark_out"))
     p.add_argument(
@@ -215,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_benchmark)
     return parser
+
+
+def _add_plan_option(parser: argparse.ArgumentParser, default: str = "") -> None:
+    note = default or f"default: the {DEFAULT_METHOD} plan (sparsekits plan -o FILE writes it)"
+    parser.add_argument("--plan", type=Path, default=None, help=f"a plan JSON file; {note}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,11 +9,13 @@ import pytest
 from cli_runner import run_cli
 from sparsekits.bench.inputs import SweepPoint
 from sparsekits.bench.pipeline import BenchConfig, run_benchmark
-from sparsekits.config import STAGE2
 from sparsekits.errors import InputError
+from sparsekits.plan import SSCN_TWOSTAGE
+
+STAGE1, STAGE2 = SSCN_TWOSTAGE.stages
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-SWEEP = (SweepPoint(STAGE2.hu_window),)
+SWEEP = (SweepPoint(STAGE2.sparsify.bounds),)
 # One run per measurement: the test checks the plumbing, not the timings.
 ONE_RUN = BenchConfig(
     repeats=1,

@@ -19,20 +19,24 @@ from sparsekits.bench.inputs import (
     sweep_sample,
 )
 from sparsekits.bench.twin import dense_input, sparse_input
-from sparsekits.config import STAGE2
 from sparsekits.data.geometry import Grid
 from sparsekits.data.sample import Sample
 from sparsekits.models import build_model
+from sparsekits.plan import SSCN_TWOSTAGE
+
+STAGE1, STAGE2 = SSCN_TWOSTAGE.stages
 
 
 @pytest.fixture(scope="module")
 def stage2(tiny_ct):
     ct, labels = tiny_ct
-    return stage2_sample(BenchCase.load(ct, labels, kidney_labels=(1,)))
+    return stage2_sample(BenchCase.load(ct, labels, kidney_labels=(1,)), SSCN_TWOSTAGE)
 
 
 def test_sweep_kept_fraction_grows_with_the_window(stage2):
-    fractions = [sweep_sample(stage2, point).kept_fraction for point in DEFAULT_SWEEP]
+    fractions = [
+        sweep_sample(stage2, point, SSCN_TWOSTAGE).kept_fraction for point in DEFAULT_SWEEP
+    ]
     assert fractions == sorted(fractions)
     assert fractions[0] < fractions[-1] == 1.0
     roi_fraction = stage2.roi_mask.mean()
@@ -40,12 +44,12 @@ def test_sweep_kept_fraction_grows_with_the_window(stage2):
         if point.inside_roi:
             assert fraction <= roi_fraction
     # The paper's window inside the ROI is the stage-2 sample itself.
-    paper = sweep_sample(stage2, SweepPoint(STAGE2.hu_window))
+    paper = sweep_sample(stage2, SweepPoint(STAGE2.sparsify.bounds), SSCN_TWOSTAGE)
     np.testing.assert_array_equal(paper.coords, stage2.coords)
 
 
 def test_sweep_box_is_a_cube_of_the_crop_around_the_roi(stage2):
-    box = sweep_box(stage2, 32)
+    box = sweep_box(stage2, 32, SSCN_TWOSTAGE)
     assert box.hu.shape == (32, 32, 32)
     # The cube's ROI voxels are the crop's ROI voxels inside it, in the same world place.
     offset = np.rint(np.linalg.solve(stage2.affine, box.affine)[:3, 3]).astype(int)
@@ -54,14 +58,14 @@ def test_sweep_box_is_a_cube_of_the_crop_around_the_roi(stage2):
     np.testing.assert_array_equal(box.hu, stage2.hu[inside])
     assert box.roi_mask.any()
     assert box.kept_fraction == len(box.coords) / 32**3
-    assert sweep_box(stage2, None).hu.shape == stage2.hu.shape
+    assert sweep_box(stage2, None, SSCN_TWOSTAGE).hu.shape == stage2.hu.shape
 
 
 def test_sparse_and_dense_twins_agree_on_a_fully_occupied_crop():
     rng = np.random.default_rng(0)
     hu = rng.integers(-200, 300, size=(16, 16, 8)).astype(np.int16)  # multiples of stride 8
     crop = Sample("tiny", 2, 0, hu, np.eye(4), np.zeros((0, 3), np.int32), np.zeros((0, 1)))
-    full = sweep_sample(crop, SweepPoint(ALL_HU, inside_roi=False))
+    full = sweep_sample(crop, SweepPoint(ALL_HU, inside_roi=False), SSCN_TWOSTAGE)
     assert full.kept_fraction == 1.0
     torch.manual_seed(0)
     sparse = build_model("small").eval()

@@ -6,14 +6,15 @@ import numpy as np
 
 from sparsekits.bench import inputs
 from sparsekits.bench.nnunet import KITS_3D_FULLRES, PYTHON_ENV_VAR, find_nnunet_python
-from sparsekits.bench.pipeline import BenchConfig, _nnunet_volume, _Plan
+from sparsekits.bench.pipeline import BenchConfig, _Bench, _nnunet_volume
 from sparsekits.data.io import read_image
+from sparsekits.plan import SSCN_TWOSTAGE
 
 
 def test_nnunet_input_is_the_central_patch_of_the_ct_at_plan_spacing(tiny_ct, tmp_path):
     ct, _ = tiny_ct
     image = read_image(ct)
-    path, full_shape = _nnunet_volume(_Plan(tmp_path, "cpu", BenchConfig()), image)
+    path, full_shape = _nnunet_volume(_Bench(tmp_path, "cpu", BenchConfig(), SSCN_TWOSTAGE), image)
     volume = np.load(path)
     assert volume.shape == KITS_3D_FULLRES.patch_size
     assert volume.dtype == np.float32

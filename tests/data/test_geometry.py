@@ -9,11 +9,13 @@ import scipy.ndimage as ndi
 from data_cases import LPS_AFFINE, synthetic_case
 from scipy.spatial.transform import Rotation
 
-from sparsekits.config import STAGE1, STAGE2
 from sparsekits.data import geometry
 from sparsekits.data.geometry import Grid, resample, stage_grid_for
 from sparsekits.data.io import read_label_map
+from sparsekits.plan import SSCN_TWOSTAGE
 from sparsekits.regions import labels_to_regions
+
+STAGE1, STAGE2 = SSCN_TWOSTAGE.stages
 
 
 def _affine(matrix, origin=(12.0, -30.0, 7.0)) -> np.ndarray:

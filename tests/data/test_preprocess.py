@@ -10,19 +10,21 @@ import pytest
 from data_cases import LPS_AFFINE, synthetic_case, write_dicom_series, write_kits_case, write_nifti
 
 from cli_runner import run_cli
-from sparsekits.config import STAGE1, STAGE2
-from sparsekits.data import preprocess as preprocess_module
 from sparsekits.data.geometry import Grid, resample
 from sparsekits.data.preprocess import preprocess_dataset
 from sparsekits.data.sample import load_sample
+from sparsekits.layout import CACHE_MANIFEST
 from sparsekits.phantoms import write_phantom_dataset
+from sparsekits.plan import SSCN_TWOSTAGE
 from sparsekits.regions import labels_to_regions
+
+STAGE1, STAGE2 = SSCN_TWOSTAGE.stages
 
 
 def _check_sparse_view(sample, config):
     assert sample.hu.dtype == np.int16 and sample.coords.dtype == np.int32
     hu = sample.hu[tuple(sample.coords.T)]
-    assert config.in_window(hu).all()
+    assert config.sparsify.keep(hu).all()
     np.testing.assert_allclose(sample.features[:, 0], config.normalise(hu), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(
         sample.regions, labels_to_regions(sample.labels[tuple(sample.coords.T)])
@@ -35,7 +37,11 @@ def test_samples_and_manifest_of_a_kits23_dataset(kits_dataset, tmp_path):
     report = preprocess_dataset(kits_dataset, cache)
     assert report.processed == ["case_00000", "case_00001"] and not report.failures
     manifest = json.loads((cache / "manifest.json").read_text())
-    assert manifest["stages"]["2"]["hu_window"] == [-300.0, 500.0]
+    assert manifest["plan"]["stages"][1]["sparsify"] == {
+        "rule": "hu_window",
+        "low": -300.0,
+        "high": 500.0,
+    }
     entry = manifest["cases"]["case_00000"]
     assert entry["stage1"]["file"] == "stage1/case_00000.npz"
     assert [roi["file"] for roi in entry["stage2"]] == [
@@ -200,4 +206,4 @@ def test_case_errors_do_not_stop_the_others(kits_dataset, tmp_path):
     assert report.processed == ["case_00000", "case_00001"]
     assert list(report.failures) == ["case_00009"]
     assert report.failures["case_00009"].endswith("no label map for this case (training needs one)")
-    assert report.manifest.name == preprocess_module.MANIFEST
+    assert report.manifest.name == CACHE_MANIFEST

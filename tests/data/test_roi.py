@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sparsekits.config import STAGE1, STAGE2, RoiConfig
 from sparsekits.data.geometry import Grid, resample, stage_grid_for
 from sparsekits.data.roi import ellipsoid_element, extract_roi_components, roi_crop_grid
+from sparsekits.plan import SSCN_TWOSTAGE, RoiRule
+
+STAGE1, STAGE2 = SSCN_TWOSTAGE.stages
 
 
 def _foreground() -> np.ndarray:
@@ -20,7 +22,7 @@ def _foreground() -> np.ndarray:
 
 
 def test_components_largest_first_small_ones_dropped_and_dilated():
-    rois = extract_roi_components(_foreground(), STAGE1.spacing_mm)
+    rois = extract_roi_components(_foreground(), STAGE1.spacing_mm, SSCN_TWOSTAGE.roi)
     assert len(rois) == 2
     # Largest first; dilation by 10 mm at 1.99 mm spacing grows each side by 5 voxels.
     assert rois[0][30:50, 10:30, 10:25].all() and not rois[0][5:15, 5:15, 5:15].any()
@@ -30,9 +32,12 @@ def test_components_largest_first_small_ones_dropped_and_dilated():
 
 
 def test_max_components_and_empty_foreground():
-    config = RoiConfig(max_components=1)
+    config = RoiRule(max_components=1)
     assert len(extract_roi_components(_foreground(), STAGE1.spacing_mm, config)) == 1
-    assert extract_roi_components(np.zeros((5, 5, 5), bool), STAGE1.spacing_mm) == []
+    assert (
+        extract_roi_components(np.zeros((5, 5, 5), bool), STAGE1.spacing_mm, SSCN_TWOSTAGE.roi)
+        == []
+    )
 
 
 def test_ellipsoid_element_is_11_voxels_across_at_stage1_spacing():

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sparsekits.config import STAGE1, STAGE2
 from sparsekits.data.sparsify import body_box, box_slices, kept_fraction, sparsify
+from sparsekits.plan import SSCN_TWOSTAGE
+
+STAGE1, STAGE2 = SSCN_TWOSTAGE.stages
 
 
 def test_stage1_keeps_the_inclusive_window_with_normalised_features():

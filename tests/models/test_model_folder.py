@@ -8,12 +8,12 @@ import pickle
 import pytest
 import torch
 
-from sparsekits.config import STAGE2
 from sparsekits.errors import InputError
 from sparsekits.models import ModelConfig, build_model, load_model_folder, save_model_folder
 from sparsekits.models.io import CONFIG_FILE, WEIGHTS_FILE
+from sparsekits.plan import SSCN_TWOSTAGE, Plan
 
-EXTRA = {"stage": STAGE2.to_dict(), "fold": 3, "best_epoch": 17, "val_loss": 0.41}
+EXTRA = {"plan": SSCN_TWOSTAGE.to_dict(), "stage": 2, "fold": 3, "val_loss": 0.41}
 
 
 @pytest.fixture
@@ -43,8 +43,7 @@ def test_round_trip_to_either_twin_without_pickle(saved, monkeypatch):
         assert not loaded.training
         for name, tensor in model.state_dict().items():
             assert torch.equal(loaded.state_dict()[name], tensor), name
-    stage = type(STAGE2).from_dict(extra["stage"])
-    assert stage == STAGE2
+    assert Plan.from_dict(extra["plan"]) == SSCN_TWOSTAGE
 
 
 def test_missing_folder_names_the_config_file(tmp_path):

@@ -13,9 +13,11 @@ import scipy.ndimage as ndi
 from nibabel import orientations as ornt
 
 from cli_runner import run_cli
-from sparsekits.config import STAGE1
 from sparsekits.phantoms import DEFAULT, PHASES, case_seed_of, make_phantom
 from sparsekits.phantoms.tissues import CYST_SUBTYPES, RENAL_TISSUES, TUMOUR_SUBTYPES, R
+from sparsekits.plan import SSCN_TWOSTAGE
+
+STAGE1, STAGE2 = SSCN_TWOSTAGE.stages
 
 N_CASES = 8
 SUBTYPE_NAMES = {subtype.name.lower() for subtype in (*TUMOUR_SUBTYPES, *CYST_SUBTYPES)}
@@ -73,7 +75,7 @@ def test_kidneys_look_as_their_contrast_phase_says(phase):
         deep = (labels == 1) & (kidney_depth > 14)
         if deep.sum() > 50:
             medulla_means.append(hu[deep].mean())
-        in_window.append(STAGE1.in_window(hu[labels == 1]).mean())
+        in_window.append(STAGE1.sparsify.keep(hu[labels == 1]).mean())
     cortex = tissues[R.CORTEX]
     # blur and partial volume pull a 2-3.5 mm band a little towards the medulla
     assert abs(np.mean(cortex_means) - cortex.hu) < 2 * cortex.case_sd + 25
@@ -111,7 +113,7 @@ def test_air_outside_and_subcutaneous_fat(phantoms):
         # soft tissue and bone are there too
         assert (hu > 300).sum() > 2000  # spine and ribs
         body = hu > -500
-        assert STAGE1.in_window(hu[body]).mean() > 0.3  # liver, spleen, muscle, bowel
+        assert STAGE1.sparsify.keep(hu[body]).mean() > 0.3  # liver, spleen, muscle, bowel
 
 
 def kidney_sides(phantom) -> set[str]:

@@ -8,8 +8,11 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from sparsekits.config import STAGES
-from sparsekits.models import build_model, save_model_folder
+from sparsekits.models import build_model
+from sparsekits.models.bundle import save_fold
+from sparsekits.plan import SSCN_TWOSTAGE
+
+SMALL_PLAN = SSCN_TWOSTAGE.with_network("small")
 
 # A tiny scan: 24 x 20 x 12 voxels at 2.5 x 2.5 x 3 mm (60 x 50 x 36 mm) keeps stage 2's
 # 0.78 mm crops at a few hundred thousand voxels, so a random small network runs in a second.
@@ -52,15 +55,10 @@ def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:
     return path
 
 
-def save_random_model(model_dir: Path, folds=(0, 1), seed: int = 0) -> Path:
-    """MODEL/stage{1,2}/fold_K with randomly initialised small networks."""
+def save_random_model(model_dir: Path, folds=(0, 1), seed: int = 0, plan=SMALL_PLAN) -> Path:
+    """MODEL/plan.json and MODEL/stage{1,2}/fold_K with randomly initialised networks."""
     for stage in (1, 2):
         for fold in folds:
             torch.manual_seed(seed + 10 * stage + fold)
-            model = build_model("small")
-            save_model_folder(
-                model_dir / f"stage{stage}" / f"fold_{fold}",
-                model,
-                extra={"stage": STAGES[stage].to_dict()},
-            )
+            save_fold(model_dir, plan, stage, fold, build_model(plan.stage(stage).network))
     return model_dir

@@ -8,14 +8,16 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from predict_data import affine_for, save_random_model, synthetic_ct, write_nifti
+from predict_data import SMALL_PLAN, affine_for, save_random_model, synthetic_ct, write_nifti
 
 from cli_runner import run_cli
-from sparsekits.config import STAGE2
 from sparsekits.errors import InputError
+from sparsekits.plan import SSCN_TWOSTAGE
 from sparsekits.predict import pipeline
 from sparsekits.predict.inference import load_stage_networks, predict_probabilities
 from sparsekits.predict.pipeline import TwoStagePredictor, predict
+
+STAGE1, STAGE2 = SSCN_TWOSTAGE.stages
 
 
 @pytest.mark.parametrize("orientation", ["RAS", "LPS", "oblique"])
@@ -118,9 +120,12 @@ def test_fold_ensemble_is_the_mean_of_the_folds(model_dir):
     features = rng.normal(0, 1, (len(coords), 1)).astype(np.float32)
     sample = [(coords, features)]
 
-    both = predict_probabilities(load_stage_networks(model_dir, 2, "all", "cpu"), sample)[0]
+    networks = load_stage_networks(model_dir, 2, "all", "cpu", SMALL_PLAN)
+    both = predict_probabilities(networks, sample)[0]
     per_fold = [
-        predict_probabilities(load_stage_networks(model_dir, 2, [fold], "cpu"), sample)[0]
+        predict_probabilities(load_stage_networks(model_dir, 2, [fold], "cpu", SMALL_PLAN), sample)[
+            0
+        ]
         for fold in (0, 1)
     ]
 
@@ -133,7 +138,7 @@ def test_tta_averages_the_mirrored_predictions(model_dir):
     rng = np.random.default_rng(1)
     coords = np.unique(rng.integers(0, 16, (1500, 3)), axis=0).astype(np.int32)
     features = rng.normal(0, 1, (len(coords), 1)).astype(np.float32)
-    networks = load_stage_networks(model_dir, 2, [0], "cpu")
+    networks = load_stage_networks(model_dir, 2, [0], "cpu", SMALL_PLAN)
 
     plain = predict_probabilities(networks, [(coords, features)])[0]
     mirrored_x = coords.copy()

@@ -7,10 +7,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from sparsekits.config import STAGE1
 from sparsekits.data.sparsify import sparsify
+from sparsekits.plan import SSCN_TWOSTAGE
 from sparsekits.train import augment
 from sparsekits.train.augment import AugmentConfig, Crop, augment_crop
+
+STAGE1, STAGE2 = SSCN_TWOSTAGE.stages
 
 OFF = AugmentConfig(
     affine_p=0, flip_p=0, intensity_scale_p=0, intensity_shift_p=0, noise_p=0, smooth_p=0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sparsekits.config import STAGE1
+from sparsekits.plan import SSCN_TWOSTAGE
 from sparsekits.train.augment import Crop
 from sparsekits.train.samples import (
     Draw,
@@ -16,6 +16,8 @@ from sparsekits.train.samples import (
     rank_draws,
     read_cache,
 )
+
+STAGE1, STAGE2 = SSCN_TWOSTAGE.stages
 
 
 def test_epoch_order_without_oversampling_is_shuffled_passes():
@@ -80,3 +82,24 @@ def test_sample_set_serves_patches_from_the_cache(tiny_cache):
     assert item.regions[:, 2].any()  # centred on the tumour
     again = patches[Draw(0, (0, 0, 1), lesion=True)]
     assert np.array_equal(item.coords, again.coords)
+
+
+def test_a_cache_from_before_plans_is_read_with_its_implied_plan(tiny_cache, tmp_path):
+    """Caches of earlier versions recorded each stage's config, not a plan."""
+    import json
+    import shutil
+
+    from sparsekits.plan import SSCN_TWOSTAGE
+
+    old = tmp_path / "old_cache"
+    shutil.copytree(tiny_cache, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["plan"]
+    manifest["stages"] = {
+        "1": {"stage": 1, "spacing_mm": 1.99, "hu_window": [-53.4, 283.2],
+              "norm_mean": 48.10007, "norm_std": 62.645897, "crop_margin_vox": [0, 0, 0]},
+        "2": {"stage": 2, "spacing_mm": 0.78, "hu_window": [-300.0, 500.0],
+              "norm_mean": 57.802067, "norm_std": 81.260414, "crop_margin_vox": [35, 35, 10]},
+    }  # fmt: skip
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert read_cache(old, 1).plan == SSCN_TWOSTAGE

@@ -19,20 +19,20 @@ import torch
 
 from cli_runner import cli_command, cli_env, run_cli
 from sparsekits.models import load_model_folder
+from sparsekits.plan import SSCN_TWOSTAGE, Plan, Recipe, check_same_input
 from sparsekits.regions import REGION_NAMES
 from sparsekits.train.checkpoint import load_checkpoint
 from sparsekits.train.runlog import LOG_COLUMNS
 from sparsekits.train.trainer import TrainConfig, train
 
 # 2 epochs of 6 samples, 2 per optimiser step: 3 steps an epoch, a checkpoint after each step.
+RECIPE = Recipe(epochs=2, samples_per_epoch=6, accumulation=2)
 RUN = dict(
     stage=1,
     fold=0,
-    preset="small",
-    epochs=2,
+    network="small",
+    recipe=RECIPE,
     seed=3,
-    samples_per_epoch=6,
-    accumulation=2,
     num_workers=0,
     checkpoint_every=1,
 )
@@ -46,10 +46,10 @@ def _cli_args(data: Path, out: Path) -> list[str]:
         "--stage", "1",
         "--fold", "0",
         "--preset", "small",
-        "--epochs", str(RUN["epochs"]),
+        "--epochs", str(RECIPE.epochs),
         "--seed", str(RUN["seed"]),
-        "--samples-per-epoch", str(RUN["samples_per_epoch"]),
-        "--accumulation", str(RUN["accumulation"]),
+        "--samples-per-epoch", str(RECIPE.samples_per_epoch),
+        "--accumulation", str(RECIPE.accumulation),
         "--workers", "0",
         "--checkpoint-every", "1",
     ]  # fmt: skip
@@ -81,7 +81,8 @@ def test_stage2_run_folder_from_a_raw_dataset(tiny_dataset, tmp_path):
     """A raw dataset is preprocessed into RUN/cache; a stage-2 run (augmented ROI crops, sparsified
     inside the ROI mask) writes every promised file."""
     out = tmp_path / "run"
-    config = TrainConfig(data=tiny_dataset, out=out, **{**RUN, "stage": 2, "samples_per_epoch": 2})
+    recipe = replace(RECIPE, samples_per_epoch=2)
+    config = TrainConfig(data=tiny_dataset, out=out, **{**RUN, "stage": 2, "recipe": recipe})
     result = train(config)
 
     assert list((out / "cache" / "stage2").glob("case_*_roi1.npz"))
@@ -99,7 +100,11 @@ def test_stage2_run_folder_from_a_raw_dataset(tiny_dataset, tmp_path):
     assert (last["epoch"], last["position"], last["step"]) == (2, 0, 2)
     model, model_config, extra = load_model_folder(result.model_dir)
     assert model_config.name == "small"
-    assert extra["fold"] == 0 and extra["stage"]["stage"] == 2
+    assert extra["fold"] == 0 and extra["stage"] == 2
+    plan = Plan.from_dict(extra["plan"])  # the whole plan travels with the model
+    assert plan.stage(2).recipe == recipe and plan.stage(2).network.name == "small"
+    assert check_same_input(SSCN_TWOSTAGE, plan, out, "the run") is None
+    assert (out / "progress.png").stat().st_size > 1000
     assert extra["epoch"] == result.best_epoch
     assert set(extra["val_dice"]) == set(REGION_NAMES)
     best = load_checkpoint(result.best_checkpoint)
@@ -126,7 +131,7 @@ def test_resume_after_sigkill_mid_epoch_gives_identical_weights(
         process.wait()
     assert process.returncode == -signal.SIGKILL
     killed_at = load_checkpoint(checkpoint)
-    assert killed_at["epoch"] == 0 and 0 < killed_at["position"] < RUN["samples_per_epoch"]
+    assert killed_at["epoch"] == 0 and 0 < killed_at["position"] < RECIPE.samples_per_epoch
 
     resumed = run_cli(*_cli_args(tiny_cache, out), "--resume", **ONE_THREAD)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -140,9 +145,22 @@ def test_resume_after_sigkill_mid_epoch_gives_identical_weights(
 
 
 def test_resume_refuses_a_changed_schedule(reference_run, tiny_cache):
-    config = TrainConfig(data=tiny_cache, out=reference_run.run_dir, **{**RUN, "epochs": 3})
-    with pytest.raises(ValueError, match="cannot resume with different \\['epochs'\\]"):
+    changed = replace(RECIPE, epochs=3)
+    config = TrainConfig(data=tiny_cache, out=reference_run.run_dir, **{**RUN, "recipe": changed})
+    with pytest.raises(ValueError, match="cannot resume with different \\['recipe'\\]"):
         train(replace(config, resume=True))
+
+
+def test_a_plan_other_than_the_caches_is_refused_in_one_line(tiny_cache, tmp_path):
+    window = replace(SSCN_TWOSTAGE.stage(1).sparsify, low=-100.0)
+    other = SSCN_TWOSTAGE.with_stage(1, sparsify=window)
+    other.save(tmp_path / "plan.json")
+    run = run_cli(*_cli_args(tiny_cache, tmp_path / "run"), "--plan", tmp_path / "plan.json")
+    assert run.returncode == 2
+    message = run.stderr.strip().splitlines()[-1]
+    assert str(tiny_cache / "manifest.json") in message and "another plan" in message
+    assert "stages[0].sparsify.low is -53.4, expected -100.0" in message
+    assert not (tmp_path / "run" / "checkpoint_last.pt").exists()
 
 
 def test_ddp_on_two_gloo_processes_matches_one_process(reference_run, tiny_cache, tmp_path):
@@ -194,13 +212,10 @@ def test_training_loss_halves_on_tiny_phantoms(tiny_cache, tmp_path):
         out=tmp_path / "run",
         stage=1,
         fold=0,
-        preset="small",
-        epochs=30,
+        network="small",
+        recipe=Recipe(epochs=30, accumulation=1, lr=3e-3, augment=False),
         seed=0,
-        accumulation=1,
-        lr=3e-3,
         num_workers=0,
-        augment=False,
         val_every=100,
         stop_after_steps=96,
     )

@@ -1,4 +1,5 @@
-"""What the benchmarks feed the networks: one CT's stage-1 grid, a kidney ROI crop, sweep variants.
+"""What the benchmarks feed the networks: one CT's stage views (``sparsekits.data.stage_view``,
+as training and prediction build them), a kidney ROI crop, sweep variants.
 
 The ROI comes from a label map (ground truth or an organ map), because a benchmark's networks
 have random weights and their stage-1 output would place no meaningful ROI.
@@ -14,14 +15,15 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from sparsekits.config import ROI, STAGE1, STAGE2, StageConfig
-from sparsekits.data.geometry import Grid, resample, stage_grid_for
+from sparsekits.data.geometry import Grid, stage_grid_for
 from sparsekits.data.io import Image, read_image
-from sparsekits.data.preprocess import OUTSIDE_HU
-from sparsekits.data.roi import extract_roi_components, roi_crop_grid
+from sparsekits.data.roi import extract_roi_components
 from sparsekits.data.sample import Sample
-from sparsekits.data.sparsify import body_box, box_slices, sparsify
+from sparsekits.data.sparsify import box_slices, sparsify
+from sparsekits.data.stage_view import StageView, stage1_view, stage2_view
 from sparsekits.errors import InputError
+from sparsekits.layout import nifti_stem
+from sparsekits.plan import SSCN_TWOSTAGE, HuWindow, Plan
 
 # Every int16 HU value: a window that keeps each voxel.
 ALL_HU = (-32768.0, 32767.0)
@@ -48,14 +50,14 @@ DEFAULT_SWEEP = (
     SweepPoint((20.0, 60.0)),
     SweepPoint((0.0, 100.0)),
     SweepPoint((-100.0, 200.0)),
-    SweepPoint(STAGE2.hu_window),
+    SweepPoint(SSCN_TWOSTAGE.stage(2).sparsify.bounds),
     SweepPoint(ALL_HU, inside_roi=False),
 )
 
 
 @dataclass
 class BenchCase:
-    """One CT, its kidney mask on the CT's grid, and the stage grids derived from them."""
+    """One CT and its kidney mask on the CT's grid."""
 
     name: str
     image: Image
@@ -70,57 +72,40 @@ class BenchCase:
         kidney = np.isin(labels.array, np.asarray(kidney_labels))
         if not kidney.any():
             raise InputError(labels_path, f"no voxel with a kidney label {list(kidney_labels)}")
-        name = image_path.name.removesuffix(".gz").removesuffix(".nii")
-        return cls(name, image, kidney)
+        return cls(nifti_stem(image_path), image, kidney)
 
-    def stage1_grid(self) -> Grid:
-        return stage_grid_for(self.image.grid, STAGE1.spacing_mm)
-
-    def roi_components(self) -> list[np.ndarray]:
-        """Dilated kidney components on the stage-1 grid, largest first (as stage 1 cuts them)."""
-        grid1 = self.stage1_grid()
-        kidney1 = resample(self.kidney.astype(np.uint8), self.image.grid, grid1, order=0) > 0
-        return extract_roi_components(kidney1, STAGE1.spacing_mm, ROI)
+    def roi_components(self, plan: Plan, view1: StageView) -> list[np.ndarray]:
+        """Dilated kidney components on stage 1's grid, largest first (as stage 1 cuts them)."""
+        kidney1 = view1.labels_of(self.kidney.astype(np.uint8), self.image.grid) > 0
+        return extract_roi_components(kidney1, plan.stage(1).spacing_mm, plan.roi)
 
 
-def resample_hu(image: Image, grid: Grid) -> np.ndarray:
-    """The CT on ``grid`` (linear), int16, air outside the scan."""
-    return np.rint(resample(image.array, image.grid, grid, order=1, cval=OUTSIDE_HU)).astype(
-        np.int16
-    )
+def stage1_sample(case: BenchCase, plan: Plan) -> Sample:
+    """The whole scan on stage 1's grid (the dense twin's input is its body box)."""
+    return _sample(case, 1, stage1_view(case.image, plan.stage(1)))
 
 
-def stage1_sample(case: BenchCase) -> Sample:
-    """The whole scan on the 1.99 mm grid, cropped to the body box (the dense twin's input)."""
-    grid = case.stage1_grid()
-    hu = resample_hu(case.image, grid)
-    lo, hi = body_box(hu)
-    hu = hu[box_slices(lo, hi)]
-    return _sample(case, STAGE1, hu, grid.crop(lo, hi), roi_mask=None)
-
-
-def stage2_sample(case: BenchCase, component: int = 0) -> Sample:
-    """Kidney ROI ``component`` (0 = largest) at 0.78 mm: its crop box, kept = ROI and window."""
-    components = case.roi_components()
+def stage2_sample(case: BenchCase, plan: Plan, component: int = 0) -> Sample:
+    """Kidney ROI ``component`` (0 = largest) at stage 2's spacing: its crop box, kept = ROI and
+    the stage's rule."""
+    view1 = stage1_view(case.image, plan.stage(1))
+    components = case.roi_components(plan, view1)
     if not components:
         raise InputError(case.name, "the kidney mask gives no ROI component on the stage-1 grid")
     roi = components[min(component, len(components) - 1)]
-    crop = roi_crop_grid(roi, case.stage1_grid(), STAGE2)
-    hu = resample_hu(case.image, crop)
-    inside = resample(roi.astype(np.uint8), case.stage1_grid(), crop, order=0) > 0
-    return _sample(case, STAGE2, hu, crop, roi_mask=inside)
+    return _sample(case, 2, stage2_view(case.image, roi, view1.grid, plan.stage(2)))
 
 
-def sweep_sample(stage2: Sample, point: SweepPoint) -> Sample:
+def sweep_sample(stage2: Sample, point: SweepPoint, plan: Plan) -> Sample:
     """``stage2``'s crop sparsified with ``point``'s window, inside the ROI or over the box."""
-    config = dataclasses.replace(STAGE2, hu_window=point.hu_window)
+    stage = dataclasses.replace(plan.stage(2), sparsify=HuWindow(*point.hu_window))
     mask = stage2.roi_mask if point.inside_roi else None
-    coords, features = sparsify(stage2.hu, config, mask)
+    coords, features = sparsify(stage2.hu, stage, mask)
     meta = {**stage2.meta, "sweep": point.label, "kept_fraction": len(coords) / stage2.hu.size}
     return dataclasses.replace(stage2, coords=coords, features=features, meta=meta)
 
 
-def sweep_box(stage2: Sample, extent: int | None) -> Sample:
+def sweep_box(stage2: Sample, extent: int | None, plan: Plan) -> Sample:
     """The ``extent``^3 sub-box of ``stage2``'s crop around its ROI's centre (the whole crop when
     ``extent`` is None or larger), sparsified like stage 2: the sweep's canvas, small enough that
     keeping every voxel stays affordable for the sparse network."""
@@ -130,7 +115,7 @@ def sweep_box(stage2: Sample, extent: int | None) -> Sample:
     lo = np.clip(centre - size // 2, 0, shape - size)
     crop = box_slices(lo, lo + size)
     hu, roi_mask = stage2.hu[crop], stage2.roi_mask[crop]
-    coords, features = sparsify(hu, STAGE2, roi_mask)
+    coords, features = sparsify(hu, plan.stage(2), roi_mask)
     grid = Grid(tuple(shape), stage2.affine).crop(lo, lo + size)
     meta = {**stage2.meta, "kept_fraction": len(coords) / hu.size, "sweep_box": lo.tolist()}
     return dataclasses.replace(
@@ -144,20 +129,17 @@ def sweep_box(stage2: Sample, extent: int | None) -> Sample:
     )
 
 
-def _sample(
-    case: BenchCase, config: StageConfig, hu: np.ndarray, grid: Grid, roi_mask: np.ndarray | None
-) -> Sample:
-    coords, features = sparsify(hu, config, roi_mask)
+def _sample(case: BenchCase, stage: int, view: StageView) -> Sample:
     return Sample(
         case_id=case.name,
-        stage=config.stage,
-        roi_index=-1 if roi_mask is None else 0,
-        hu=hu,
-        affine=grid.affine.copy(),
-        coords=coords,
-        features=features,
-        roi_mask=roi_mask,
-        meta={"kept_fraction": len(coords) / hu.size, "source": str(case.image.path)},
+        stage=stage,
+        roi_index=-1 if view.roi_mask is None else 0,
+        hu=view.hu,
+        affine=view.grid.affine.copy(),
+        coords=view.coords,
+        features=view.features,
+        roi_mask=view.roi_mask,
+        meta={"kept_fraction": len(view.coords) / view.hu.size, "source": str(case.image.path)},
     )
 
 

@@ -31,11 +31,11 @@ from sparsekits.bench.inputs import DEFAULT_SWEEP, BenchCase, SweepPoint
 from sparsekits.bench.measure import run_in_fresh_process
 from sparsekits.bench.nnunet import KITS_3D_FULLRES, find_nnunet_python
 from sparsekits.bench.report import machine_summary
-from sparsekits.bench.twin import stage_model_folder
-from sparsekits.config import STAGES
 from sparsekits.data.sample import save_sample
+from sparsekits.data.stage_view import resample_hu
 from sparsekits.errors import InputError
 from sparsekits.fileio import write_json_atomic, write_text_atomic
+from sparsekits.plan import SSCN_TWOSTAGE, Plan
 
 KITS_LABELS = (1, 2, 3)
 
@@ -70,19 +70,23 @@ class BenchConfig:
 def run_benchmark(
     input: str | Path,
     stage: str = "both",
-    preset: str = "paper",
+    preset: str | None = None,
     device: str = "cpu",
     json_path: str | Path | None = None,
     out_dir: str | Path = "benchmark_out",
     labels: str | Path | None = None,
     kidney_labels: Sequence[int] = KITS_LABELS,
     config: BenchConfig = BenchConfig(),
+    plan: Plan = SSCN_TWOSTAGE,
 ) -> dict:
     """Measure, then write ``out_dir/benchmark.md`` (printed too), the PNGs and ``json_path``.
 
     Stage 2, the two-stage prediction and the sweep need ``labels`` (a label map on the CT's grid
     whose ``kidney_labels`` mark the kidneys); without it only stage 1 and nnU-Net are measured.
+    The stages' views and networks come from ``plan`` (``preset`` replaces its networks).
     """
+    if preset is not None:
+        plan = plan.with_network(preset)
     input, out_dir = Path(input), Path(out_dir)
     stages = (1, 2) if stage == "both" else (int(stage),)
     if labels is None and stage == "2":
@@ -90,13 +94,14 @@ def run_benchmark(
     results: dict = {
         "input": str(input),
         "labels": None if labels is None else str(labels),
-        "preset": preset,
+        "preset": plan.stage(1).network.name,
+        "plan": plan.to_dict(),
         "device": device,
         "machine": machine_summary(),
         "config": _config_dict(config),
     }
     with tempfile.TemporaryDirectory(prefix="sparsekits-bench-") as work:
-        plan = _Plan(Path(work), device, config)
+        bench = _Bench(Path(work), device, config, plan)
         if labels is None:
             from sparsekits.data.io import read_image
 
@@ -108,14 +113,14 @@ def run_benchmark(
             case = BenchCase.load(input, Path(labels), kidney_labels)
             image = case.image
         results["image"] = {"shape": list(image.grid.shape), "spacing_mm": image.grid.spacing}
-        plan.write_models(preset)
-        jobs = _jobs(plan, case, image, stages, results)
+        bench.write_models()
+        jobs = _jobs(bench, case, image, stages, results)
         for label, job in tqdm(jobs, desc="benchmark", unit="measurement"):
             tqdm.write(f"measuring {label}")
             _run_job(label, job, results)
             if json_path is not None:  # an interrupted run keeps what it measured
                 write_json_atomic(Path(json_path), results)
-        _maybe_profile(plan, results)
+        _maybe_profile(bench, results)
     print(write_outputs(results, out_dir, json_path))
     return results
 
@@ -147,26 +152,24 @@ def write_outputs(results: dict, out_dir: str | Path, json_path: str | Path | No
     return markdown
 
 
-class _Plan:
+class _Bench:
     """The work folder (model folders, samples) and the fresh-process measurements on it."""
 
-    def __init__(self, work: Path, device: str, config: BenchConfig):
-        self.work, self.device, self.config = work, device, config
+    def __init__(self, work: Path, device: str, config: BenchConfig, plan: Plan):
+        self.work, self.device, self.config, self.plan = work, device, config, plan
         self.model_dir = work / "models"
 
-    def write_models(self, preset: str) -> None:
+    def write_models(self) -> None:
         """One random-weight network per stage (seeded); both twins load the same folder."""
         import torch
 
-        from sparsekits.models import build_model, save_model_folder
+        from sparsekits.models import build_model
+        from sparsekits.models.bundle import save_fold
 
         torch.manual_seed(self.config.seed)
         for stage in (1, 2):
-            model = build_model(preset)
-            save_model_folder(
-                stage_model_folder(self.model_dir, stage),
-                model,
-                extra={"stage": STAGES[stage].to_dict()},
+            save_fold(
+                self.model_dir, self.plan, stage, 0, build_model(self.plan.stage(stage).network)
             )
 
     def save(self, name: str, sample) -> Path:
@@ -188,19 +191,23 @@ class _Plan:
 _PRIORITY = {"stage2": 0, "two_stage": 1, "nnunet": 2, "stage1": 3, "sweep": 4, "nnunet_tta": 5}
 
 
-def _jobs(plan: _Plan, case: BenchCase | None, image, stages, results: dict) -> list:
+def _jobs(bench: _Bench, case: BenchCase | None, image, stages, results: dict) -> list:
     """The measurements, headline first, as (label, thunk) pairs that fill ``results``."""
-    config = plan.config
+    config = bench.config
     jobs: list[tuple[int, str, Callable[[], None]]] = []
     results["stages"] = []
     samples = {}
     for stage in stages:
-        sample = inputs.stage1_sample(case) if stage == 1 else inputs.stage2_sample(case)
-        path = plan.save(f"stage{stage}", sample)
+        sample = (
+            inputs.stage1_sample(case, bench.plan)
+            if stage == 1
+            else inputs.stage2_sample(case, bench.plan)
+        )
+        path = bench.save(f"stage{stage}", sample)
         samples[stage] = sample
         entry = {
             "stage": stage,
-            "spacing_mm": STAGES[stage].spacing_mm,
+            "spacing_mm": bench.plan.stage(stage).spacing_mm,
             "box": list(sample.hu.shape),
             "box_voxels": int(sample.hu.size),
             "kept_voxels": len(sample.coords),
@@ -213,17 +220,17 @@ def _jobs(plan: _Plan, case: BenchCase | None, image, stages, results: dict) -> 
         for dense in (False, True):
             twin = "dense" if dense else "sparse"
             repeats = config.dense_repeats if dense else config.repeats
-            measure = lambda p=path, d=dense, r=repeats: plan.twin(p, d, r)  # noqa: E731
+            measure = lambda p=path, d=dense, r=repeats: bench.twin(p, d, r)  # noqa: E731
             jobs.append(
                 (_PRIORITY[f"stage{stage}"], f"stage {stage} {twin}", _store(entry, twin, measure))
             )
     if case is not None and 2 in samples:
-        two_stage = lambda: _two_stage(plan, case, results)  # noqa: E731
+        two_stage = lambda: _two_stage(bench, case, results)  # noqa: E731
         jobs.append((_PRIORITY["two_stage"], "two-stage prediction", two_stage))
         if config.sweep:
-            jobs += _sweep_jobs(plan, samples[2], results)
+            jobs += _sweep_jobs(bench, samples[2], results)
     if config.nnunet:
-        jobs += _nnunet_jobs(plan, image, results)
+        jobs += _nnunet_jobs(bench, image, results)
     return [(label, job) for _, label, job in sorted(jobs, key=lambda item: item[0])]
 
 
@@ -253,33 +260,33 @@ def _ratios(sparse: dict, dense: dict) -> dict:
     return ratios
 
 
-def _two_stage(plan: _Plan, case: BenchCase, results: dict) -> None:
-    kidney_path = plan.work / "kidney.npy"
+def _two_stage(bench: _Bench, case: BenchCase, results: dict) -> None:
+    kidney_path = bench.work / "kidney.npy"
     np.save(kidney_path, case.kidney)
     results["two_stage"] = run_in_fresh_process(
         "sparsekits.bench.two_stage:measure_two_stage",
-        model_dir=str(plan.model_dir),
+        model_dir=str(bench.model_dir),
         image_path=str(case.image.path),
         kidney_path=str(kidney_path),
-        device=plan.device,
-        repeats=plan.config.two_stage_repeats,
-        warmup=plan.config.warmup,
+        device=bench.device,
+        repeats=bench.config.two_stage_repeats,
+        warmup=bench.config.warmup,
     )
 
 
-def _sweep_jobs(plan: _Plan, stage2, results: dict) -> list:
-    config = plan.config
-    box = inputs.sweep_box(stage2, config.sweep_box)
-    dense_path = plan.save("sweep_box", box)
+def _sweep_jobs(bench: _Bench, stage2, results: dict) -> list:
+    config = bench.config
+    box = inputs.sweep_box(stage2, config.sweep_box, bench.plan)
+    dense_path = bench.save("sweep_box", box)
     reference = {"box": list(box.hu.shape), "box_voxels": int(box.hu.size)}
     results["sweep_box"] = reference
     results["sweep"] = []
     priority = _PRIORITY["sweep"]
-    measure_dense = lambda: plan.twin(dense_path, True, config.dense_repeats)  # noqa: E731
+    measure_dense = lambda: bench.twin(dense_path, True, config.dense_repeats)  # noqa: E731
     jobs = [(priority, "sweep dense twin", _store(reference, "dense", measure_dense))]
     for index, point in enumerate(config.sweep):
-        sample = inputs.sweep_sample(box, point)
-        path = plan.save(f"sweep{index}", sample)
+        sample = inputs.sweep_sample(box, point, bench.plan)
+        path = bench.save(f"sweep{index}", sample)
         entry = {
             "setting": point.label,
             "hu_window": list(point.hu_window),
@@ -288,12 +295,12 @@ def _sweep_jobs(plan: _Plan, stage2, results: dict) -> list:
             "kept_fraction": sample.kept_fraction,
         }
         results["sweep"].append(entry)
-        measure = lambda p=path: plan.twin(p, False, config.sweep_repeats)  # noqa: E731
+        measure = lambda p=path: bench.twin(p, False, config.sweep_repeats)  # noqa: E731
         jobs.append((priority, f"sweep {point.label}", _store(entry, "sparse", measure)))
     return jobs
 
 
-def _nnunet_jobs(plan: _Plan, image, results: dict) -> list:
+def _nnunet_jobs(bench: _Bench, image, results: dict) -> list:
     python = find_nnunet_python()
     if python is None:
         results["nnunet"] = {
@@ -301,17 +308,17 @@ def _nnunet_jobs(plan: _Plan, image, results: dict) -> list:
             "(a separate venv, .venv-bench) or set SPARSEKITS_NNUNET_PYTHON"
         }
         return []
-    volume_path, full_shape = _nnunet_volume(plan, image)
+    volume_path, full_shape = _nnunet_volume(bench, image)
     results["nnunet"] = {
         "python": python,
         "resampled_shape": full_shape,
-        "full_volume": plan.config.nnunet_full_volume,
+        "full_volume": bench.config.nnunet_full_volume,
         "plan": dataclasses.asdict(KITS_3D_FULLRES),
     }
     jobs = []
     for tta, repeats in (
-        (False, plan.config.nnunet_repeats),
-        (True, plan.config.nnunet_tta_repeats),
+        (False, bench.config.nnunet_repeats),
+        (True, bench.config.nnunet_tta_repeats),
     ):
         if repeats < 1:
             continue
@@ -327,8 +334,8 @@ def _nnunet_jobs(plan: _Plan, image, results: dict) -> list:
                 tta=tta,
                 repeats=repeats,
                 # A TTA run is 8 forward passes of the same patch: the first warms up the rest.
-                warmup=0 if tta else plan.config.warmup,
-                device=plan.device,
+                warmup=0 if tta else bench.config.warmup,
+                device=bench.device,
             )
             per_patch = measured["median_s"] / measured["patches_per_run"]
             measured["full_volume_s"] = per_patch * measured["patches_full_volume"]
@@ -338,29 +345,29 @@ def _nnunet_jobs(plan: _Plan, image, results: dict) -> list:
     return jobs
 
 
-def _nnunet_volume(plan: _Plan, image) -> tuple[Path, list[int]]:
+def _nnunet_volume(bench: _Bench, image) -> tuple[Path, list[int]]:
     """The CT at the plan's spacing as nnU-Net's (z, y, x) array, normalised; by default only the
     central patch of it (see sparsekits.bench.nnunet). Returns the .npy path and the full shape."""
     spacing_zyx = KITS_3D_FULLRES.spacing_mm
     grid = inputs.plan_grid(image.grid, tuple(reversed(spacing_zyx)))
     full_shape_zyx = list(reversed(grid.shape))
-    if not plan.config.nnunet_full_volume:
+    if not bench.config.nnunet_full_volume:
         patch_xyz = np.asarray(tuple(reversed(KITS_3D_FULLRES.patch_size)))
         lo = (np.asarray(grid.shape) - patch_xyz) // 2
         grid = grid.crop(lo, lo + patch_xyz)
-    hu = inputs.resample_hu(image, grid).astype(np.float32)
+    hu = resample_hu(image, grid).astype(np.float32)
     # CTNormalization-like: clip to the stage-2 window, z-score with its statistics.
-    stage2 = STAGES[2]
-    volume = stage2.normalise(np.clip(hu, *stage2.hu_window)).transpose(2, 1, 0)
-    path = plan.work / "nnunet_volume.npy"
+    stage2 = bench.plan.stage(2)
+    volume = stage2.features(np.clip(hu, *stage2.sparsify.bounds)).transpose(2, 1, 0)
+    path = bench.work / "nnunet_volume.npy"
     np.save(path, np.ascontiguousarray(volume, dtype=np.float32))
     return path, [int(n) for n in full_shape_zyx]
 
 
-def _maybe_profile(plan: _Plan, results: dict) -> None:
+def _maybe_profile(bench: _Bench, results: dict) -> None:
     """Profile the sparse stage-2 forward pass when a stage-2 goal is missed."""
     stage2 = next((entry for entry in results["stages"] if entry["stage"] == 2), None)
-    if not plan.config.profile_on_miss or stage2 is None or "time_ratio" not in stage2:
+    if not bench.config.profile_on_miss or stage2 is None or "time_ratio" not in stage2:
         return
     if (
         stage2["time_ratio"] <= GOAL_STAGE2_TIME_RATIO
@@ -370,10 +377,10 @@ def _maybe_profile(plan: _Plan, results: dict) -> None:
     tqdm.write("measuring a profile of the sparse stage-2 forward pass (a goal was missed)")
     results["stage2_profile"] = run_in_fresh_process(
         "sparsekits.bench.twin:profile_forward",
-        model_dir=str(plan.model_dir),
+        model_dir=str(bench.model_dir),
         sample_path=stage2["sample_path"],
         dense=False,
-        device=plan.device,
+        device=bench.device,
     )
 
 

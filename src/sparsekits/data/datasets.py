@@ -14,10 +14,17 @@ from pathlib import Path
 
 from sparsekits.data.io import is_dicom_file, is_nifti
 from sparsekits.errors import InputError
-
-KITS_IMAGE = "imaging.nii.gz"
-KITS_LABEL = "segmentation.nii.gz"
-NNUNET_CHANNEL = "_0000"
+from sparsekits.layout import (
+    KITS_CASE_GLOB,
+    KITS_IMAGE,
+    KITS_LABEL,
+    NIFTI_OUT,
+    NNUNET_CHANNEL,
+    NNUNET_DATASET_JSON,
+    NNUNET_IMAGES,
+    NNUNET_LABELS,
+    nifti_stem,
+)
 
 
 @dataclass(frozen=True)
@@ -43,19 +50,11 @@ def find_cases(path: str | Path) -> list[Case]:
     )
 
 
-def nifti_stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def _kits23_cases(path: Path) -> list[Case]:
     if not path.is_dir():
         return []
     cases = []
-    for folder in path.glob("case_*"):
+    for folder in path.glob(KITS_CASE_GLOB):
         image = folder / KITS_IMAGE
         if image.is_file():
             label = folder / KITS_LABEL
@@ -64,17 +63,17 @@ def _kits23_cases(path: Path) -> list[Case]:
 
 
 def _nnunet_cases(path: Path) -> list[Case]:
-    images = path / "imagesTr"
-    if not (path / "dataset.json").is_file() or not images.is_dir():
+    images = path / NNUNET_IMAGES
+    if not (path / NNUNET_DATASET_JSON).is_file() or not images.is_dir():
         return []
     try:
-        ending = json.loads((path / "dataset.json").read_text()).get("file_ending", ".nii.gz")
+        ending = json.loads((path / NNUNET_DATASET_JSON).read_text()).get("file_ending", NIFTI_OUT)
     except (OSError, ValueError) as error:
-        raise InputError(path / "dataset.json", f"unreadable JSON ({error})") from error
+        raise InputError(path / NNUNET_DATASET_JSON, f"unreadable JSON ({error})") from error
     cases = []
     for image in images.glob(f"*{NNUNET_CHANNEL}{ending}"):
         name = image.name[: -len(NNUNET_CHANNEL + ending)]
-        label = path / "labelsTr" / f"{name}{ending}"
+        label = path / NNUNET_LABELS / f"{name}{ending}"
         cases.append(Case(name, image, label if label.is_file() else None))
     return cases
 

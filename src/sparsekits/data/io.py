@@ -22,8 +22,8 @@ from isal import igzip
 from sparsekits.data.geometry import Grid
 from sparsekits.errors import InputError
 from sparsekits.fileio import atomic_path
+from sparsekits.layout import NIFTI_SUFFIXES
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # See the module docstring: every HU body CT has voxels below this value.
 AIR_BELOW_HU = -500.0
 MAX_LABEL = 3

@@ -1,15 +1,17 @@
 """The preprocessing cache: per case, the stage samples training reads (ARCHITECTURE.md).
 
 ```
-CACHE/manifest.json               stage configs, cases, per-case files, kept fractions, errors
-CACHE/stage1/<case>.npz           the whole scan on the 1.99 mm grid, cropped to the body
+CACHE/manifest.json               the plan, cases, per-case files, kept fractions, errors
+CACHE/stage1/<case>.npz           the whole scan on the stage-1 grid (cropped to the body)
 CACHE/stage2/<case>_roi<k>.npz    one sample per ground-truth kidney ROI component (0 = largest)
 CACHE/cases/<case>.json           per-case done marker (its manifest entry), written last
 ```
 
 Every file is written atomically, and a case's marker only after its samples, so a killed run
-leaves no half-written sample and a re-run skips exactly the finished cases. Stage-2 crops come
-from the ground-truth kidney+masses foreground on the stage-1 grid, dilated as stage 1's ROIs are.
+leaves no half-written sample and a re-run skips exactly the finished cases (and redoes those
+made with another plan's input). Each stage's view comes from ``sparsekits.data.stage_view``, as
+the predictor's does. Stage-2 crops come from the ground-truth kidney+masses foreground on the
+stage-1 grid, dilated as stage 1's ROIs are.
 """
 
 from __future__ import annotations
@@ -18,27 +20,24 @@ import json
 import multiprocessing
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from sparsekits.config import ROI, STAGE1, STAGE2, STAGES, StageConfig
 from sparsekits.data.datasets import Case, find_cases
-from sparsekits.data.geometry import Grid, resample, stage_grid_for
+from sparsekits.data.geometry import Grid
 from sparsekits.data.io import Image, read_image, read_label_map
-from sparsekits.data.roi import extract_roi_components, roi_crop_grid
+from sparsekits.data.roi import extract_roi_components
 from sparsekits.data.sample import Sample, save_sample
-from sparsekits.data.sparsify import body_box, box_slices, kept_fraction, sparsify
+from sparsekits.data.sparsify import kept_fraction
+from sparsekits.data.stage_view import StageView, stage1_view, stage2_view
 from sparsekits.errors import InputError
 from sparsekits.fileio import write_json_atomic
+from sparsekits.layout import CACHE_MANIFEST, CACHE_MARKERS, stage_dir
+from sparsekits.plan import SSCN_TWOSTAGE, Plan, StagePlan
 from sparsekits.regions import labels_to_regions
-
-MANIFEST = "manifest.json"
-MARKERS = "cases"
-# HU given to points outside the scan when resampling (air: below every stage's window).
-OUTSIDE_HU = -1024.0
 
 
 @dataclass
@@ -53,24 +52,26 @@ class PreprocessReport:
 def preprocess_dataset(
     dataset: str | Path,
     cache: str | Path,
+    plan: Plan = SSCN_TWOSTAGE,
     stages: Iterable[int] = (1, 2),
     workers: int = 1,
 ) -> PreprocessReport:
     """Write the samples of every case of ``dataset`` into ``cache`` and its manifest.
 
-    Finished cases are skipped; a failing case is recorded (one line) and the others go on.
+    Finished cases (same image, same plan input) are skipped; a failing case is recorded (one
+    line) and the others go on.
     """
     cache = Path(cache)
     stages = tuple(sorted(set(stages)))
     cases = find_cases(dataset)
-    report = PreprocessReport(cache, cache / MANIFEST)
+    report = PreprocessReport(cache, cache / CACHE_MANIFEST)
     todo = []
     for case in cases:
-        if _is_done(cache, case, stages):
+        if _is_done(cache, case, stages, plan):
             report.skipped.append(case.case_id)
         else:
             todo.append(case)
-    jobs = [(case, cache, stages) for case in todo]
+    jobs = [(case, cache, stages, plan) for case in todo]
     with tqdm(total=len(jobs), desc="preprocess", unit="case") as bar:
         for case_id, error in _run(jobs, workers):
             if error is None:
@@ -78,95 +79,79 @@ def preprocess_dataset(
             else:
                 report.failures[case_id] = error
             bar.update()
-    _write_manifest(cache, Path(dataset), cases, stages, report.failures)
+    _write_manifest(cache, Path(dataset), cases, stages, plan, report.failures)
     _print_summary(report)
     return report
 
 
-def preprocess_case(case: Case, cache: Path, stages: tuple[int, ...]) -> dict:
+def preprocess_case(case: Case, cache: Path, stages: tuple[int, ...], plan: Plan) -> dict:
     """Write ``case``'s samples for ``stages``, then its done marker; return its manifest entry."""
     image = read_image(case.image)
     if case.label is None:
         raise InputError(case.image, "no label map for this case (training needs one)")
-    labels = read_label_map(case.label, like=image)
-    hu1, labels1, grid1 = _stage1_view(image, labels.array)
-    entry = {"image": _path_key(case.image), "label": _path_key(case.label), "stage_configs": {}}
+    labels = read_label_map(case.label, like=image).array
+    view1 = stage1_view(image, plan.stage(1))
+    labels1 = view1.labels_of(labels, image.grid)
+    entry = {"image": _path_key(case.image), "label": _path_key(case.label), "inputs": {}}
     if 1 in stages:
-        sample = _make_sample(case, STAGE1, -1, hu1, labels1, grid1, image)
-        entry["stage1"] = _save(cache / "stage1" / f"{case.case_id}.npz", sample, cache)
+        sample = _make_sample(case, plan.stage(1), -1, view1, labels1, image)
+        entry["stage1"] = _save(stage_dir(cache, 1) / f"{case.case_id}.npz", sample, cache)
     if 2 in stages:
-        for stale in (cache / "stage2").glob(f"{case.case_id}_roi*.npz"):
+        for stale in stage_dir(cache, 2).glob(f"{case.case_id}_roi*.npz"):
             stale.unlink()
-        entry["stage2"] = [
-            _save(cache / "stage2" / f"{case.case_id}_roi{k}.npz", sample, cache)
-            for k, sample in enumerate(_stage2_samples(case, image, labels.array, labels1, grid1))
-        ]
-    entry["stage_configs"] = {str(s): STAGES[s].to_dict() for s in stages}
+        rois = extract_roi_components(labels1 > 0, plan.stage(1).spacing_mm, plan.roi)
+        entry["stage2"] = []
+        for k, roi in enumerate(rois):
+            view2 = stage2_view(image, roi, view1.grid, plan.stage(2))
+            labels2 = view2.labels_of(labels, image.grid)
+            sample = _make_sample(case, plan.stage(2), k, view2, labels2, image, view1.grid)
+            path = stage_dir(cache, 2) / f"{case.case_id}_roi{k}.npz"
+            entry["stage2"].append(_save(path, sample, cache))
+    entry["inputs"] = {str(s): stage_input(plan, s) for s in stages}
     write_json_atomic(_marker(cache, case.case_id), _merged_entry(cache, case, entry))
     return entry
 
 
-def _stage1_view(image: Image, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, Grid]:
-    """HU (int16) and labels on the stage-1 grid, cropped to the body."""
-    grid = stage_grid_for(image.grid, STAGE1.spacing_mm)
-    hu = _resample_hu(image, grid)
-    lo, hi = body_box(hu)
-    crop = box_slices(lo, hi)
-    labels1 = resample(labels, image.grid, grid, order=0)
-    return hu[crop], labels1[crop], grid.crop(lo, hi)
-
-
-def _stage2_samples(
-    case: Case, image: Image, labels: np.ndarray, labels1: np.ndarray, grid1: Grid
-) -> Iterator[Sample]:
-    rois = extract_roi_components(labels1 > 0, STAGE1.spacing_mm, ROI)
-    for k, roi in enumerate(rois):
-        crop = roi_crop_grid(roi, grid1, STAGE2)
-        hu = _resample_hu(image, crop)
-        labels2 = resample(labels, image.grid, crop, order=0)
-        roi2 = resample(roi, grid1, crop, order=0, cval=False)
-        yield _make_sample(case, STAGE2, k, hu, labels2, crop, image, roi_mask=roi2, roi_grid=grid1)
-
-
-def _resample_hu(image: Image, grid: Grid) -> np.ndarray:
-    hu = resample(image.array, image.grid, grid, order=1, cval=OUTSIDE_HU)
-    return np.rint(hu).astype(np.int16)
+def stage_input(plan: Plan, stage: int) -> dict:
+    """What a stage's samples depend on: its own input, and for stage 2 also stage 1's grid and
+    the ROI rule (ROIs are cut on stage 1's grid)."""
+    values = {"stage": plan.stage(stage).input_dict()}
+    if stage == 2:
+        values["stage1"] = plan.stage(1).input_dict()
+        values["roi"] = plan.input_dict()["roi"]
+    return values
 
 
 def _make_sample(
     case: Case,
-    config: StageConfig,
+    stage: StagePlan,
     roi_index: int,
-    hu: np.ndarray,
+    view: StageView,
     labels: np.ndarray,
-    grid: Grid,
     image: Image,
-    roi_mask: np.ndarray | None = None,
     roi_grid: Grid | None = None,
 ) -> Sample:
-    coords, features = sparsify(hu, config, mask=roi_mask)
     meta = {
         "source_path": str(image.path),
         "label_path": str(case.label),
         "source_grid": image.grid.to_dict(),
-        "crop_grid": grid.to_dict(),
-        "kept_fraction": kept_fraction(coords, hu.shape),
-        "stage_config": config.to_dict(),
+        "crop_grid": view.grid.to_dict(),
+        "kept_fraction": kept_fraction(view.coords, view.hu.shape),
+        "stage": stage.input_dict(),
     }
     if roi_grid is not None:
         meta["roi_grid"] = roi_grid.to_dict()
-        meta["roi_config"] = asdict(ROI)
     return Sample(
         case_id=case.case_id,
-        stage=config.stage,
+        stage=stage.stage,
         roi_index=roi_index,
-        hu=hu,
-        affine=grid.affine.copy(),
-        coords=coords,
-        features=features,
+        hu=view.hu,
+        affine=view.grid.affine.copy(),
+        coords=view.coords,
+        features=view.features,
         labels=labels,
-        regions=labels_to_regions(labels[tuple(coords.T)]),
-        roi_mask=roi_mask,
+        regions=labels_to_regions(labels[tuple(view.coords.T)]),
+        roi_mask=view.roi_mask,
         meta=meta,
     )
 
@@ -193,10 +178,10 @@ def _run(jobs: list[tuple], workers: int) -> Iterator[tuple[str, str | None]]:
         yield from pool.imap_unordered(_run_one, jobs)
 
 
-def _run_one(job: tuple[Case, Path, tuple[int, ...]]) -> tuple[str, str | None]:
-    case, cache, stages = job
+def _run_one(job: tuple[Case, Path, tuple[int, ...], Plan]) -> tuple[str, str | None]:
+    case, cache, stages, plan = job
     try:
-        preprocess_case(case, cache, stages)
+        preprocess_case(case, cache, stages, plan)
     except InputError as error:
         return case.case_id, str(error)
     except Exception as error:  # one bad case must not stop the others; report it in one line
@@ -206,7 +191,7 @@ def _run_one(job: tuple[Case, Path, tuple[int, ...]]) -> tuple[str, str | None]:
 
 
 def _marker(cache: Path, case_id: str) -> Path:
-    return cache / MARKERS / f"{case_id}.json"
+    return cache / CACHE_MARKERS / f"{case_id}.json"
 
 
 def _read_marker(cache: Path, case_id: str) -> dict | None:
@@ -216,14 +201,12 @@ def _read_marker(cache: Path, case_id: str) -> dict | None:
         return None
 
 
-def _is_done(cache: Path, case: Case, stages: tuple[int, ...]) -> bool:
+def _is_done(cache: Path, case: Case, stages: tuple[int, ...], plan: Plan) -> bool:
     entry = _read_marker(cache, case.case_id)
     if entry is None or entry.get("image") != _path_key(case.image):
         return False
-    configs = entry.get("stage_configs", {})
-    return all(
-        str(s) in configs and StageConfig.from_dict(configs[str(s)]) == STAGES[s] for s in stages
-    )
+    inputs = entry.get("inputs", {})
+    return all(inputs.get(str(s)) == stage_input(plan, s) for s in stages)
 
 
 def _path_key(path: Path) -> str:
@@ -237,23 +220,27 @@ def _merged_entry(cache: Path, case: Case, entry: dict) -> dict:
     if previous is None or previous.get("image") != entry["image"]:
         return entry
     merged = {**previous, **entry}
-    merged["stage_configs"] = {**previous.get("stage_configs", {}), **entry["stage_configs"]}
+    merged["inputs"] = {**previous.get("inputs", {}), **entry["inputs"]}
     return merged
 
 
 def _write_manifest(
-    cache: Path, dataset: Path, cases: list[Case], stages: tuple[int, ...], failures: dict
+    cache: Path,
+    dataset: Path,
+    cases: list[Case],
+    stages: tuple[int, ...],
+    plan: Plan,
+    failures: dict,
 ) -> None:
     entries = {case.case_id: _read_marker(cache, case.case_id) for case in cases}
     manifest = {
         "dataset": str(dataset),
-        "stages": {str(s): STAGES[s].to_dict() for s in (1, 2)},
-        "roi": asdict(ROI),
+        "plan": plan.to_dict(),
         "requested_stages": list(stages),
         "cases": {cid: entry for cid, entry in entries.items() if entry is not None},
         "errors": failures,
     }
-    write_json_atomic(cache / MANIFEST, manifest)
+    write_json_atomic(cache / CACHE_MANIFEST, manifest)
 
 
 def _print_summary(report: PreprocessReport) -> None:

@@ -1,7 +1,7 @@
 """Kidney regions of interest: from a foreground mask on the stage-1 grid to stage-2 crop grids.
 
 Shared by preprocessing (foreground = ground-truth kidney+masses) and prediction (foreground =
-stage-1 probabilities above ``RoiConfig.probability_threshold``).
+stage-1 probabilities above ``RoiRule.probability_threshold``).
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import cc3d
 import numpy as np
 import scipy.ndimage as ndi
 
-from sparsekits.config import ROI, RoiConfig, StageConfig
 from sparsekits.data.geometry import Grid
+from sparsekits.plan import RoiRule, StagePlan
 
 
 def extract_roi_components(
-    foreground: np.ndarray, spacing_mm: float, config: RoiConfig = ROI
+    foreground: np.ndarray, spacing_mm: float, config: RoiRule
 ) -> list[np.ndarray]:
     """ROI masks (bool, ``foreground``'s shape), largest component first.
 
@@ -63,7 +63,7 @@ def _dilated_component(
     return mask
 
 
-def roi_crop_grid(roi_mask: np.ndarray, roi_grid: Grid, stage: StageConfig) -> Grid:
+def roi_crop_grid(roi_mask: np.ndarray, roi_grid: Grid, stage: StagePlan) -> Grid:
     """The stage-2 grid: ``roi_mask``'s bounding box (on ``roi_grid``) at ``stage.spacing_mm``,
     plus ``stage.crop_margin_vox`` voxels on each side, in ``roi_grid``'s orientation."""
     present = np.argwhere(roi_mask)

@@ -1,4 +1,4 @@
-"""Sparsification (METHOD.md): keep the voxels in a stage's HU window (and mask); normalise them.
+"""Sparsification (METHOD.md): keep the voxels of a stage's rule (and mask); normalise them.
 
 Also finds the body on a stage grid, so that stage 1 works on the box that holds the patient
 rather than the air around it: nothing the HU windows keep lies outside that box.
@@ -8,25 +8,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparsekits.config import StageConfig
 from sparsekits.data.io import AIR_BELOW_HU
+from sparsekits.plan import StagePlan
 
 
 def sparsify(
-    hu: np.ndarray, config: StageConfig, mask: np.ndarray | None = None
+    hu: np.ndarray, stage: StagePlan, mask: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Kept voxels of ``hu`` [X, Y, Z]: ``config``'s HU window, AND ``mask`` when given.
+    """Kept voxels of ``hu`` [X, Y, Z]: ``stage``'s sparsification rule, AND ``mask`` if given.
 
     Returns coords int32 [N, 3] (x, y, z indices, C order) and features float32 [N, 1]
-    (``config.normalise`` of the kept HU).
+    (``stage.features`` of the kept HU).
     """
-    keep = config.in_window(hu)
+    keep = stage.sparsify.keep(hu)
     if mask is not None:
         if mask.shape != hu.shape:
             raise ValueError(f"mask shape {mask.shape} does not match HU shape {hu.shape}")
         keep &= mask
     coords = np.argwhere(keep).astype(np.int32)
-    features = config.normalise(hu[keep].astype(np.float32))[:, None]
+    features = stage.features(hu[keep].astype(np.float32))[:, None]
     return coords, features.astype(np.float32, copy=False)
 
 

@@ -54,6 +54,7 @@ from tqdm import tqdm
 from sparsekits.errors import InputError
 from sparsekits.evaluate.lesions import LESION_CLASSES, LESION_OUTCOMES, lesion_matches, nonzero_box
 from sparsekits.fileio import write_text_atomic
+from sparsekits.layout import KITS_LABEL, NIFTI_OUT, ROI_SIDECAR
 from sparsekits.regions import REGION_LABELS, REGION_NAMES
 
 # kits23/configuration/labels.py (determined by kits21/evaluation/compute_tolerances.py).
@@ -78,9 +79,6 @@ LESION_COLUMNS = tuple(_LESION_COLUMN.values())
 ROI_RECALL_COLUMN = "ROI_recall"
 # Affine tolerance of the official submission check: summed absolute difference.
 AFFINE_TOLERANCE = 1e-3
-NIFTI_SUFFIX = ".nii.gz"
-# predict --save-probabilities writes the stage-1 ROI mask of NAME.nii.gz as NAME_roi.nii.gz.
-ROI_SIDECAR = "_roi"
 _UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 0.001, "unknown": 1.0}
 
 
@@ -169,20 +167,20 @@ class EvaluationResult:
 
 
 def _case_name(path: Path) -> str:
-    return path.name[: -len(NIFTI_SUFFIX)]
+    return path.name[: -len(NIFTI_OUT)]
 
 
 def _ground_truth_path(gt_dir: Path, name: str) -> Path | None:
     """GT_DIR/NAME.nii.gz (flat) or GT_DIR/NAME/segmentation.nii.gz (KiTS23 layout)."""
-    for candidate in (gt_dir / f"{name}{NIFTI_SUFFIX}", gt_dir / name / "segmentation.nii.gz"):
+    for candidate in (gt_dir / f"{name}{NIFTI_OUT}", gt_dir / name / KITS_LABEL):
         if candidate.is_file():
             return candidate
     return None
 
 
 def _ground_truth_cases(gt_dir: Path) -> set[str]:
-    flat = {_case_name(p) for p in gt_dir.glob(f"*{NIFTI_SUFFIX}") if not p.name.startswith(".")}
-    nested = {p.parent.name for p in gt_dir.glob("*/segmentation.nii.gz")}
+    flat = {_case_name(p) for p in gt_dir.glob(f"*{NIFTI_OUT}") if not p.name.startswith(".")}
+    nested = {p.parent.name for p in gt_dir.glob(f"*/{KITS_LABEL}")}
     return flat | nested
 
 
@@ -192,7 +190,7 @@ def _prediction_files(pred_dir: Path) -> list[Path]:
     """
     files = {
         _case_name(p): p
-        for p in pred_dir.glob(f"*{NIFTI_SUFFIX}")
+        for p in pred_dir.glob(f"*{NIFTI_OUT}")
         if p.is_file() and not p.name.startswith(".")
     }
     sidecars = {
@@ -206,8 +204,8 @@ def _roi_path(roi_dir: Path, name: str) -> Path:
 
     The sidecar comes first: beside it, NAME.nii.gz is the prediction, not a mask.
     """
-    plain = roi_dir / f"{name}{NIFTI_SUFFIX}"
-    sidecar = roi_dir / f"{name}{ROI_SIDECAR}{NIFTI_SUFFIX}"
+    plain = roi_dir / f"{name}{NIFTI_OUT}"
+    sidecar = roi_dir / f"{name}{ROI_SIDECAR}{NIFTI_OUT}"
     if sidecar.is_file():
         return sidecar
     if plain.is_file():
@@ -224,13 +222,13 @@ def match_cases(
             raise InputError(folder, "is not a folder")
     predictions = _prediction_files(pred_dir)
     if not predictions:
-        raise InputError(pred_dir, f"holds no {NIFTI_SUFFIX} predictions")
+        raise InputError(pred_dir, f"holds no {NIFTI_OUT} predictions")
     cases = []
     for pred in predictions:
         name = _case_name(pred)
         gt = _ground_truth_path(gt_dir, name)
         if gt is None:
-            raise InputError(pred, f"no ground truth {name}{NIFTI_SUFFIX} or {name}/ in {gt_dir}")
+            raise InputError(pred, f"no ground truth {name}{NIFTI_OUT} or {name}/ in {gt_dir}")
         roi = _roi_path(roi_dir, name) if roi_dir is not None else None
         cases.append(CaseFiles(name, pred, gt, roi))
     unpredicted = sorted(_ground_truth_cases(gt_dir) - {case.name for case in cases})

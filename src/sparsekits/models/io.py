@@ -70,7 +70,7 @@ def load_model_folder(
     A missing, unreadable or mismatched file raises InputError naming the file and the problem.
     """
     path = Path(path)
-    header = _read_config(path / CONFIG_FILE)
+    header = read_config(path / CONFIG_FILE)
     config = header["config"]
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
@@ -89,7 +89,9 @@ def load_model_folder(
     return model.to(device).eval(), config, header["extra"]
 
 
-def _read_config(config_path: Path) -> dict:
+def read_config(config_path: Path) -> dict:
+    """A fold folder's config.json: {"config": ModelConfig, "sha256", "extra"}; InputError if it
+    is missing or not a sparsekits model config."""
     if not config_path.is_file():
         raise InputError(config_path, "missing: not a model folder")
     try:

@@ -29,6 +29,7 @@ from sparsekits.data.geometry import Grid
 from sparsekits.data.io import read_label_map, write_label_map
 from sparsekits.errors import InputError
 from sparsekits.fileio import atomic_path
+from sparsekits.layout import KITS_CASE_GLOB, KITS_IMAGE, KITS_LABEL, NIFTI_OUT
 from sparsekits.phantoms.body import (
     Anatomy,
     BodyConfig,
@@ -178,10 +179,10 @@ def write_case(case_dir: Path, phantom: Phantom) -> Path:
     image.set_data_dtype(np.int16)
     image.set_qform(phantom.affine, code=1)
     image.set_sform(phantom.affine, code=1)
-    with atomic_path(case_dir / "imaging.nii.gz") as tmp:
+    with atomic_path(case_dir / KITS_IMAGE) as tmp:
         nib.save(image, tmp)
     write_label_map(
-        case_dir / "segmentation.nii.gz", phantom.labels, Grid(phantom.labels.shape, phantom.affine)
+        case_dir / KITS_LABEL, phantom.labels, Grid(phantom.labels.shape, phantom.affine)
     )
     return case_dir
 
@@ -189,8 +190,8 @@ def write_case(case_dir: Path, phantom: Phantom) -> Path:
 def _label_sources(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise InputError(folder, "--labels-from must be a folder of KiTS23 label maps")
-    files = sorted(p for p in folder.glob("*.nii.gz") if not p.name.startswith("."))
-    files += sorted(folder.glob("case_*/segmentation.nii.gz"))
+    files = sorted(p for p in folder.glob(f"*{NIFTI_OUT}") if not p.name.startswith("."))
+    files += sorted(folder.glob(f"{KITS_CASE_GLOB}/{KITS_LABEL}"))
     if not files:
         raise InputError(folder, "no label maps (*.nii.gz or case_*/segmentation.nii.gz) found")
     return files

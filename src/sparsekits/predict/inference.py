@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sparsekits.config import StageConfig
 from sparsekits.errors import InputError
+from sparsekits.layout import fold_dir, stage_dir
+from sparsekits.plan import Plan, StagePlan, check_same_input
 from sparsekits.sparse import SparseTensor
 
 # Stage-2 ROIs are batched into one forward pass up to this many voxels: on a GPU one larger pass
@@ -29,9 +30,9 @@ MIRROR_AXES = tuple(axes for count in range(4) for axes in itertools.combination
 
 @dataclass
 class StageNetworks:
-    """One stage's trained networks (one per fold) and the stage config they were trained with."""
+    """One stage's trained networks (one per fold) and the stage plan they were trained with."""
 
-    stage: StageConfig
+    stage: StagePlan
     models: list[torch.nn.Module]
     folds: list[int]
     device: torch.device
@@ -49,43 +50,37 @@ def parse_folds(folds: str | Sequence[int]) -> list[int] | None:
     return [int(fold) for fold in folds]
 
 
-def available_folds(stage_dir: Path) -> list[int]:
-    return sorted(
-        int(path.name.removeprefix("fold_"))
-        for path in stage_dir.glob("fold_*")
-        if path.name.removeprefix("fold_").isdigit() and (path / "config.json").is_file()
-    )
-
-
 def load_stage_networks(
-    model_dir: str | Path, stage: int, folds: str | Sequence[int], device: str | torch.device
+    model_dir: str | Path,
+    stage: int,
+    folds: str | Sequence[int],
+    device: str | torch.device,
+    plan: Plan,
 ) -> StageNetworks:
-    """Load ``MODEL/stage<stage>/fold_K`` for the requested folds (all found ones for ``"all"``)."""
+    """Load ``MODEL/stage<stage>/fold_K`` for the requested folds (all found ones for ``"all"``);
+    every fold must have been trained with ``plan``'s input."""
     from sparsekits.models import load_model_folder
+    from sparsekits.models.bundle import fold_record, require_folds
 
-    stage_dir = Path(model_dir) / f"stage{stage}"
-    found = available_folds(stage_dir)
-    if not found:
-        raise InputError(
-            model_dir, f"no trained stage-{stage} model (expected {stage_dir}/fold_K/)"
-        )
+    found = require_folds(Path(model_dir), stage)
     wanted = parse_folds(folds) or found
     missing = [fold for fold in wanted if fold not in found]
     if missing:
         raise InputError(
-            stage_dir, f"fold(s) {missing} not found (available: {', '.join(map(str, found))})"
+            stage_dir(Path(model_dir), stage),
+            f"fold(s) {missing} not found (available: {', '.join(map(str, found))})",
         )
     device = torch.device(device)
-    models, configs = [], []
+    models = []
     for fold in wanted:
-        model, _network_config, extra = load_model_folder(stage_dir / f"fold_{fold}", device)
+        path = fold_dir(Path(model_dir), stage, fold)
+        fold_plan, fold_stage, _ = fold_record(path)
+        if fold_stage != stage:
+            raise InputError(path, f"holds a stage-{fold_stage} model")
+        check_same_input(plan, fold_plan, path, "this fold")
+        model, _network_config, _extra = load_model_folder(path, device)
         models.append(model.eval())
-        configs.append(StageConfig.from_dict(extra["stage"]))
-    if any(config != configs[0] for config in configs):
-        raise InputError(stage_dir, "the folds were trained with different stage configs")
-    if configs[0].stage != stage:
-        raise InputError(stage_dir, f"holds a stage-{configs[0].stage} model")
-    return StageNetworks(stage=configs[0], models=models, folds=wanted, device=device)
+    return StageNetworks(stage=plan.stage(stage), models=models, folds=wanted, device=device)
 
 
 def predict_probabilities(

@@ -1,10 +1,10 @@
 """Two-stage prediction of CT scans (METHOD.md "Two stages"), one input or a folder of them.
 
-read -> stage-1 grid (1.99 mm) -> sparsify -> stage-1 networks -> foreground (max region
-probability >= 0.1) -> ROI components -> per ROI: crop grid at 0.78 mm with margin, resample the
-image (linear) and the ROI (nearest), sparsify inside ROI and window -> stage-2 networks ->
-threshold 0.5 -> map back (nearest) onto the ROI's sub-box of the input grid -> OR over ROIs ->
-paint 1, 3, 2 -> label NIfTI with the input's exact shape and affine, written atomically.
+read -> stage-1 view (sparsekits.data.stage_view, as in training) -> stage-1 networks ->
+foreground (max region probability >= the ROI rule's threshold) -> ROI components -> per ROI: the
+stage-2 view of its crop -> stage-2 networks -> threshold -> map back (nearest) onto the ROI's
+sub-box of the input grid -> OR over ROIs -> paint 1, 3, 2 -> label NIfTI with the input's exact
+shape and affine, written atomically. Every setting comes from the model folder's plan.
 
 Memory: only the stage-1 grid and the ROI crops are dense; the input grid is touched only through
 the ROIs' sub-boxes, and the full-size output is one uint8 label map.
@@ -23,22 +23,29 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from sparsekits.config import REGION_THRESHOLD, ROI, RoiConfig
 from sparsekits.errors import InputError
 from sparsekits.fileio import atomic_path
+from sparsekits.layout import (
+    NIFTI_OUT,
+    NIFTI_SUFFIXES,
+    PROBABILITIES_SIDECAR,
+    REPORT_SUFFIX,
+    ROI_SIDECAR,
+    sidecar,
+)
+from sparsekits.plan import check_same_input
 from sparsekits.predict.inference import (
     MAX_BATCH_VOXELS,
     batch_groups,
     load_stage_networks,
     predict_probabilities,
 )
-from sparsekits.regions import NUM_REGIONS, regions_to_labels
+from sparsekits.regions import NUM_REGIONS, REGION_NAMES, regions_to_labels
 
 if TYPE_CHECKING:
     from sparsekits.data.datasets import Case
     from sparsekits.data.geometry import Grid
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 # Full-size outputs are allocated in NIfTI's on-disk (Fortran) order: nibabel then writes them
 # without a strided copy, about 6x faster for a 611 x 512 x 512 label map.
 NIFTI_ORDER = "F"
@@ -83,7 +90,7 @@ class PredictSummary:
 
 
 class TwoStagePredictor:
-    """Both stages' networks, loaded once and used for every input of a run."""
+    """Both stages' networks and their plan, loaded once and used for every input of a run."""
 
     def __init__(
         self,
@@ -91,12 +98,13 @@ class TwoStagePredictor:
         device: str = "cpu",
         folds: str | Sequence[int] = "all",
         tta: bool = False,
-        roi_config: RoiConfig = ROI,
     ):
-        self.stage1 = load_stage_networks(model_dir, 1, folds, device)
-        self.stage2 = load_stage_networks(model_dir, 2, folds, device)
+        from sparsekits.models.bundle import read_plan
+
+        self.plan = read_plan(model_dir)
+        self.stage1 = load_stage_networks(model_dir, 1, folds, device, self.plan)
+        self.stage2 = load_stage_networks(model_dir, 2, folds, device, self.plan)
         self.tta = tta
-        self.roi_config = roi_config
         # On a CPU one ROI per pass costs the same and halves peak memory; a GPU likes batches.
         self.max_batch_voxels = MAX_BATCH_VOXELS if self.stage2.device.type == "cuda" else 0
 
@@ -107,33 +115,30 @@ class TwoStagePredictor:
         foreground_hook: ForegroundHook | None = None,
     ) -> CasePrediction:
         """Label map of ``image`` (sparsekits.data.io.Image) on its own grid."""
-        from sparsekits.data.geometry import resample, stage_grid_for
-        from sparsekits.data.preprocess import OUTSIDE_HU
         from sparsekits.data.roi import extract_roi_components
-        from sparsekits.data.sparsify import sparsify
+        from sparsekits.data.stage_view import stage1_view
 
         timings: dict[str, float] = {}
-        s1 = self.stage1.stage
+        plan = self.plan
         with _timed(timings, "stage1_resample"):
-            grid1 = stage_grid_for(image.grid, s1.spacing_mm)
-            hu1 = resample(image.array, image.grid, grid1, order=1, cval=OUTSIDE_HU)
+            view1 = stage1_view(image, plan.stage(1))
         with _timed(timings, "stage1_net"):
-            coords1, features1 = sparsify(hu1, s1, None)
             (probabilities1,) = predict_probabilities(
-                self.stage1, [(coords1, features1)], tta=self.tta
+                self.stage1, [(view1.coords, view1.features)], tta=self.tta
             )
         with _timed(timings, "roi"):
             if foreground_hook is not None:
-                foreground = np.asarray(foreground_hook(grid1), bool)
+                foreground = np.asarray(foreground_hook(view1.grid), bool)
             else:
                 foreground = _dense_mask(
-                    grid1.shape,
-                    coords1,
-                    probabilities1.max(axis=1) >= self.roi_config.probability_threshold,
+                    view1.grid.shape,
+                    view1.coords,
+                    _roi_probability(probabilities1, plan.roi) >= plan.roi.probability_threshold,
                 )
-            components = extract_roi_components(foreground, s1.spacing_mm, self.roi_config)
-        del hu1, foreground
-        rois, bits = self._stage2(image, grid1, components, keep_probabilities, resample, sparsify)
+            components = extract_roi_components(foreground, plan.stage(1).spacing_mm, plan.roi)
+        grid1 = view1.grid
+        del view1, foreground
+        rois, bits = self._stage2(image, grid1, components, keep_probabilities)
         with _timed(timings, "merge"):
             labels = np.zeros(image.grid.shape, np.uint8, order=NIFTI_ORDER)
             box = _union_box([roi.voxel_box for roi in rois])
@@ -143,32 +148,28 @@ class TwoStagePredictor:
                 _roi_mask(image.grid, grid1, components, rois) if keep_probabilities else None
             )
         timings["stage2"] = sum(sum(roi.timings.values()) for roi in rois)
-        return CasePrediction(labels, image.grid, rois, timings, roi_mask, len(coords1))
+        return CasePrediction(labels, image.grid, rois, timings, roi_mask, len(probabilities1))
 
-    def _stage2(self, image, grid1, components, keep_probabilities, resample, sparsify):
+    def _stage2(self, image, grid1, components, keep_probabilities):
         """Stage 2 on every ROI; returns the ROIs and the merged region bits on their union box."""
-        from sparsekits.data.preprocess import OUTSIDE_HU
-        from sparsekits.data.roi import roi_crop_grid
+        from sparsekits.data.geometry import resample
+        from sparsekits.data.stage_view import stage2_view
 
-        s2 = self.stage2.stage
         rois: list[RoiPrediction] = []
         samples = []
         for index, component in enumerate(components):
             timings: dict[str, float] = {}
-            with _timed(timings, "resample"):
-                crop_grid = roi_crop_grid(component, grid1, s2)
-                hu2 = resample(image.array, image.grid, crop_grid, order=1, cval=OUTSIDE_HU)
-                inside = resample(component.astype(np.uint8), grid1, crop_grid, order=0) > 0
-            with _timed(timings, "sparsify"):
-                coords2, features2 = sparsify(hu2, s2, inside)
-            del hu2, inside
+            with _timed(timings, "view"):
+                view2 = stage2_view(image, component, grid1, self.plan.stage(2))
+            crop_grid = view2.grid
             lo, hi = image.grid.box_covering(crop_grid)
             voxel_box = tuple((int(b), int(e)) for b, e in zip(lo, hi, strict=True))
             world_box = tuple(corner.round(2).tolist() for corner in crop_grid.world_bounds())
             rois.append(
-                RoiPrediction(index, crop_grid, voxel_box, world_box, len(coords2), timings)
+                RoiPrediction(index, crop_grid, voxel_box, world_box, len(view2.coords), timings)
             )
-            samples.append((coords2, features2))
+            samples.append((view2.coords, view2.features))
+            del view2
 
         probabilities = []
         for group in batch_groups([len(c) for c, _ in samples], self.max_batch_voxels):
@@ -180,10 +181,11 @@ class TwoStagePredictor:
 
         box = _union_box([roi.voxel_box for roi in rois])
         bits = np.zeros([stop - begin for begin, stop in box], np.uint8) if box else None
+        threshold = self.plan.region_threshold
         for roi, (coords2, _), probability in zip(rois, samples, probabilities, strict=True):
             with _timed(roi.timings, "map_back"):
                 crop_bits = np.zeros(roi.crop_grid.shape, np.uint8)
-                crop_bits[tuple(coords2.T)] = (probability >= REGION_THRESHOLD) @ REGION_BITS
+                crop_bits[tuple(coords2.T)] = (probability >= threshold) @ REGION_BITS
                 sub_grid = _sub_grid(image.grid, roi.voxel_box)
                 native = resample(crop_bits, roi.crop_grid, sub_grid, order=0).astype(np.uint8)
                 offset = tuple(
@@ -204,17 +206,22 @@ def predict(
     tta: bool = False,
     save_probabilities: bool = False,
     overlay: bool = False,
+    plan=None,
 ) -> PredictSummary:
     """Segment a NIfTI file, a DICOM series folder, or a folder of either (batch mode).
 
     A single input raises InputError if it cannot be read; in batch mode a bad input is reported
     in ``summary.failures`` and the others go on. Each output is ``NAME.nii.gz`` with a volumes
     report ``NAME.json`` beside it (plus ``NAME_roi.nii.gz`` and ``NAME_probabilities.npz`` with
-    ``save_probabilities``, and overlay PNGs with ``overlay``).
+    ``save_probabilities``, and overlay PNGs with ``overlay``). Every setting comes from the
+    model folder's plan; a ``plan`` given is only checked against it (InputError if its input
+    differs).
     """
     inputs, output = Path(inputs), Path(output)
     cases, batch = discover_inputs(inputs)
     predictor = TwoStagePredictor(model_dir, device=device, folds=folds, tta=tta)
+    if plan is not None:
+        check_same_input(plan, predictor.plan, Path(model_dir), "this model")
     summary = PredictSummary()
     for case in tqdm(cases, desc="predict", unit="scan", disable=len(cases) < 2):
         destination = output_path(case, output, batch)
@@ -262,11 +269,11 @@ def predict_file(
         print(f"sparsekits: warning: {message}", file=sys.stderr)
         if summary is not None:
             summary.warnings[str(source)] = message
-    _write_report(source, destination, case)
+    _write_report(source, destination, case, predictor.plan)
     if overlay:
         from sparsekits.predict.overlay import write_overlays
 
-        write_overlays(image.array, case.labels, case.grid.affine, _sibling(destination, ""))
+        write_overlays(image.array, case.labels, case.grid.affine, sidecar(destination, ""))
     if summary is not None:
         summary.outputs[str(source)] = destination
     return case
@@ -276,18 +283,18 @@ def write_probabilities(destination: Path, case: CasePrediction) -> None:
     """NAME_roi.nii.gz (stage-1 ROIs on the input grid) and NAME_probabilities.npz (stage 2)."""
     from sparsekits.data.io import write_label_map
 
-    write_label_map(_sibling(destination, "_roi.nii.gz"), case.roi_mask, case.grid)
+    write_label_map(sidecar(destination, ROI_SIDECAR + NIFTI_OUT), case.roi_mask, case.grid)
     arrays = {}
     for roi in case.rois:
         arrays[f"roi{roi.index}_coords"] = roi.coords
         arrays[f"roi{roi.index}_probabilities"] = roi.probabilities
         arrays[f"roi{roi.index}_affine"] = roi.crop_grid.affine
         arrays[f"roi{roi.index}_shape"] = np.asarray(roi.crop_grid.shape)
-    with atomic_path(_sibling(destination, "_probabilities.npz")) as tmp, open(tmp, "wb") as f:
+    with atomic_path(sidecar(destination, PROBABILITIES_SIDECAR)) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
 
 
-def _write_report(source: Path, destination: Path, case: CasePrediction) -> None:
+def _write_report(source: Path, destination: Path, case: CasePrediction, plan) -> None:
     from sparsekits.predict.report import volume_report, write_report
 
     rois = [
@@ -300,9 +307,9 @@ def _write_report(source: Path, destination: Path, case: CasePrediction) -> None
         }
         for roi in case.rois
     ]
-    extra = {"input": source, "stage1_voxels": case.stage1_voxels}
+    extra = {"input": source, "stage1_voxels": case.stage1_voxels, "plan": plan.to_dict()}
     report = volume_report(case.labels, case.grid.affine, rois, case.timings, extra)
-    write_report(_sibling(destination, ".json"), report)
+    write_report(sidecar(destination, REPORT_SUFFIX), report)
 
 
 def discover_inputs(path: Path) -> tuple[list[Case], bool]:
@@ -318,13 +325,7 @@ def output_path(case: Case, output: Path, batch: bool) -> Path:
     """``output`` itself for a single input named like a NIfTI file, else ``output/NAME.nii.gz``."""
     if not batch and output.name.endswith(NIFTI_SUFFIXES):
         return output
-    return output / f"{case.case_id}.nii.gz"
-
-
-def _sibling(destination: Path, suffix: str) -> Path:
-    from sparsekits.data.datasets import nifti_stem
-
-    return destination.with_name(nifti_stem(destination) + suffix)
+    return output / f"{case.case_id}{NIFTI_OUT}"
 
 
 @contextmanager
@@ -346,6 +347,13 @@ def _paint(labels: np.ndarray, bits: np.ndarray) -> None:
     predicted = np.nonzero(bits)  # index arrays: ``labels`` may be a non-contiguous view
     regions = (bits[predicted][:, None] & REGION_BITS) > 0
     labels[predicted] = regions_to_labels(regions)
+
+
+def _roi_probability(probabilities: np.ndarray, rule) -> np.ndarray:
+    """[N] the probability the ROI rule thresholds (sparsekits.plan.RoiRule.region)."""
+    if rule.region == "max":
+        return probabilities.max(axis=1)
+    return probabilities[:, REGION_NAMES.index(rule.region)]
 
 
 def _dense_mask(shape, coords: np.ndarray, values: np.ndarray) -> np.ndarray:

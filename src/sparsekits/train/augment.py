@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from sparsekits.layout import AIR_HU
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -33,7 +35,7 @@ class AugmentConfig:
     smooth_p: float = 0.3
     smooth_sigma: tuple[float, float] = (0.25, 1.5)
     # What the affine brings in from outside the crop: air, outside both stages' HU windows.
-    pad_hu: float = -1024.0
+    pad_hu: float = AIR_HU
 
 
 @dataclass

@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sparsekits.config import StageConfig
 from sparsekits.data.sample import Sample, load_sample
 from sparsekits.data.sparsify import sparsify
 from sparsekits.errors import InputError
+from sparsekits.layout import CACHE_MANIFEST
+from sparsekits.plan import Plan, StagePlan, legacy_plan
 from sparsekits.regions import REGION_NAMES, labels_to_regions
 from sparsekits.train.augment import AugmentConfig, Crop, augment_crop
 
@@ -64,12 +65,12 @@ class SampleSet(torch.utils.data.Dataset):
     def __init__(
         self,
         paths: list[Path],
-        stage_config: StageConfig,
+        stage: StagePlan,
         augment: AugmentConfig | None = None,
         patch_vox: int | None = None,
     ):
         self.paths = list(paths)
-        self.stage_config = stage_config
+        self.stage = stage
         self.augment = augment
         self.patch_vox = patch_vox
 
@@ -98,7 +99,7 @@ class SampleSet(torch.utils.data.Dataset):
             crop = patch_of(crop, sample.coords, self.patch_vox, rng, draw.lesion)
         if self.augment is not None:
             crop = augment_crop(crop, rng, self.augment)
-        coords, features = sparsify(crop.hu, self.stage_config, crop.roi_mask)
+        coords, features = sparsify(crop.hu, self.stage, crop.roi_mask)
         labels = crop.labels[coords[:, 0], coords[:, 1], coords[:, 2]]
         return SparseItem(
             sample.case_id,
@@ -179,11 +180,12 @@ def per_rank_samples(samples_per_epoch: int, world_size: int) -> int:
 
 @dataclass(frozen=True)
 class CacheIndex:
-    """A preprocessing cache seen by one stage: its cases, their sample files, the stage config."""
+    """A preprocessing cache seen by one stage: its cases, their sample files, its plan."""
 
+    manifest: Path
     cases: list[str]  # every case of the cache: the population the folds split
     files: dict[str, list[Path]]  # this stage's sample files per case (stage 2: one per ROI)
-    stage_config: StageConfig
+    plan: Plan  # the plan the cache was made with
     with_mass: frozenset[Path]  # the sample files whose kept voxels include a tumour or cyst
 
     def paths_of(self, cases: list[str]) -> list[Path]:
@@ -191,15 +193,25 @@ class CacheIndex:
         return [path for case in cases for path in self.files[case]]
 
 
-def read_cache(cache: Path, stage: int) -> CacheIndex:
-    manifest_path = cache / "manifest.json"
+def _read_manifest(cache: Path) -> tuple[dict, Plan]:
+    manifest_path = cache / CACHE_MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text())
-        entries = manifest["cases"]
-        stage_config = StageConfig.from_dict(manifest["stages"][str(stage)])
+        return manifest, _manifest_plan(manifest)
     except (OSError, ValueError, KeyError, TypeError) as error:
         problem = f"not a readable preprocessing manifest ({error})"
         raise InputError(manifest_path, problem) from error
+
+
+def cache_plan(cache: Path) -> Plan:
+    """The plan a preprocessing cache was made with."""
+    return _read_manifest(Path(cache))[1]
+
+
+def read_cache(cache: Path, stage: int) -> CacheIndex:
+    manifest_path = cache / CACHE_MANIFEST
+    manifest, plan = _read_manifest(cache)
+    entries = manifest.get("cases", {})
     items = {case: _stage_items(entry, stage) for case, entry in entries.items()}
     files = {case: [cache / item["file"] for item in found] for case, found in items.items()}
     if not any(files.values()):
@@ -211,7 +223,14 @@ def read_cache(cache: Path, stage: int) -> CacheIndex:
         for item in found
         if _holds_mass(cache / item["file"], item)
     )
-    return CacheIndex(sorted(entries), files, stage_config, with_mass)
+    return CacheIndex(manifest_path, sorted(entries), files, plan, with_mass)
+
+
+def _manifest_plan(manifest: dict) -> Plan:
+    """The cache's plan; caches written before plans recorded stage configs only."""
+    if "plan" in manifest:
+        return Plan.from_dict(manifest["plan"])
+    return legacy_plan({int(k): v for k, v in manifest["stages"].items()})
 
 
 def _stage_items(entry: dict, stage: int) -> list[dict]:

@@ -26,7 +26,7 @@ import math
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,10 @@ from tqdm import tqdm
 
 from sparsekits.errors import InputError
 from sparsekits.fileio import write_json_atomic
-from sparsekits.models import build_model, save_model_folder
+from sparsekits.layout import CACHE_MANIFEST
+from sparsekits.models import build_model, resolve_config, save_model_folder
+from sparsekits.models.bundle import RUN_MODEL
+from sparsekits.plan import Plan, Recipe, check_same_input, default_plan
 from sparsekits.regions import NUM_REGIONS, REGION_NAMES
 from sparsekits.sparse import SparseTensor
 from sparsekits.train.augment import AugmentConfig
@@ -63,6 +66,7 @@ from sparsekits.train.samples import (
     Draw,
     SampleSet,
     SparseItem,
+    cache_plan,
     epoch_order,
     per_rank_samples,
     rank_draws,
@@ -71,66 +75,34 @@ from sparsekits.train.samples import (
 
 LAST = "checkpoint_last.pt"
 BEST = "checkpoint_best.pt"
-MODEL_DIR = "model"
-CHECKPOINT_FORMAT = 1
-# Settings a resumed run must share with the run it continues (the schedule and order depend
-# on them).
-_RESUME_KEYS = (
-    "stage",
-    "fold",
-    "preset",
-    "epochs",
-    "seed",
-    "samples_per_epoch",
-    "accumulation",
-    "loss",
-    "lesion_oversampling",
-    "patch_vox",
-)
-
-# The settings that say how a model was trained, recorded in its model folder.
-_RECIPE_KEYS = (
-    "preset",
-    "loss",
-    "lesion_oversampling",
-    "lr",
-    "epochs",
-    "samples_per_epoch",
-    "accumulation",
-    "augment",
-    "patch_vox",
-)
+MODEL_DIR = RUN_MODEL
+CHECKPOINT_FORMAT = 2
 
 
 @dataclass
 class TrainConfig:
+    """One training run: which data, stage and fold, and where; the method comes from a plan."""
+
     data: Path  # a preprocessing cache (has manifest.json) or a raw dataset
     stage: int
     fold: int
     out: Path
-    preset: str = "paper"
-    epochs: int = 500
+    plan: Plan | None = None  # None: the cache's plan (for a raw dataset, the default plan)
+    network: str | None = None  # a preset replacing the plan's network for this stage
+    recipe: Recipe | None = None  # None: the plan's recipe for this stage
     device: str = "cpu"
     resume: bool = False
     seed: int = 42
-    samples_per_epoch: int | None = None  # default: one pass over the fold's training samples
-    accumulation: int = 8  # samples per optimiser step (batch 1 each), over all ranks
-    lr: float = 5e-4
-    loss: str = "dice"  # "dice" (the paper's) or "dice+bce" (sparsekits.train.losses)
-    # Fraction of draws replaced by a random training sample that holds a mass (tumour or cyst),
-    # as nnU-Net forces foreground into a third of its patches; 0 draws uniformly.
-    lesion_oversampling: float = 0.0
-    # Train on cubes of this many voxels (stage grid) cut from each sample, None: whole samples.
-    patch_vox: int | None = None
     num_workers: int = 2  # DataLoader processes that load, augment and sparsify samples
-    augment: bool = True
     val_every: int = 1  # epochs between validations (the last epoch is always validated)
     checkpoint_every: int = 50  # optimiser steps between mid-epoch saves of checkpoint_last
     stop_after_steps: int | None = None  # end early (checkpoint saved) e.g. for job time limits
 
     def to_dict(self) -> dict:
-        values = asdict(self)
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
         values["data"], values["out"] = str(self.data), str(self.out)
+        values["plan"] = None if self.plan is None else self.plan.to_dict()
+        values["recipe"] = None if self.recipe is None else asdict(self.recipe)
         return values
 
 
@@ -165,6 +137,15 @@ class _Progress:
     best_epoch: int = -1
 
 
+def base_plan(data: Path, plan: Plan | None) -> Plan:
+    """The plan a run on ``data`` starts from: ``plan``, else the cache's, else the default."""
+    if plan is not None:
+        return plan
+    if (Path(data) / CACHE_MANIFEST).is_file():
+        return cache_plan(Path(data))
+    return default_plan()
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Train ``config.stage`` on fold ``config.fold``; see the module docstring for the outputs."""
     context = init_distributed(config.device)
@@ -179,54 +160,58 @@ class _Trainer:
         self.config = config
         self.context = context
         self.run_dir = Path(config.out)
-        _check_config(config, context)
         if context.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         index = read_cache(self._cache_dir(), config.stage)
-        self.stage_config = index.stage_config
+        if config.plan is not None:
+            check_same_input(config.plan, index.plan, index.manifest, "this cache")
+        self.plan = _effective_plan(config, config.plan or index.plan)
+        self.stage_plan = self.plan.stage(config.stage)
+        recipe = self.recipe = self.stage_plan.recipe
+        _check_config(config, recipe, context)
         self.split = self._fold_split(index.cases)
         train_paths = index.paths_of(self.split["train"])
         val_paths = index.paths_of(self.split["val"])
         if not train_paths or not val_paths:
             raise InputError(
-                self._cache_dir(),
+                index.manifest,
                 f"fold {config.fold} has no training or no "
                 f"validation samples for stage {config.stage}",
             )
-        augment = AugmentConfig() if config.augment else None
-        self.train_set = SampleSet(train_paths, self.stage_config, augment, config.patch_vox)
+        augment = AugmentConfig() if recipe.augment else None
+        self.train_set = SampleSet(train_paths, self.stage_plan, augment, recipe.patch_vox)
         self.lesion_indices = [i for i, path in enumerate(train_paths) if path in index.with_mass]
-        self.val_set = SampleSet(val_paths, self.stage_config)
-        self.samples_per_epoch = config.samples_per_epoch or len(self.train_set)
-        self.local_accumulation = config.accumulation // context.world_size
+        self.val_set = SampleSet(val_paths, self.stage_plan)
+        self.samples_per_epoch = recipe.samples_per_epoch or len(self.train_set)
+        self.local_accumulation = recipe.accumulation // context.world_size
         self.local_samples = per_rank_samples(self.samples_per_epoch, context.world_size)
         self.steps_per_epoch = math.ceil(self.local_samples / self.local_accumulation)
-        self.total_steps = self.steps_per_epoch * config.epochs
+        self.total_steps = self.steps_per_epoch * recipe.epochs
 
         _seed_everything(config.seed + context.rank)
-        self.net = build_model(config.preset).to(context.device)
+        self.net = build_model(self.stage_plan.network).to(context.device)
         self.outputs = _FeatureOutputs(self.net)
         self.model: torch.nn.Module = self.outputs
         if context.enabled:
             # The network owns deep-supervision heads that forward() may not use.
             self.model = DistributedDataParallel(self.outputs, find_unused_parameters=True)
-        self.optimizer = build_optimizer(self.net, OptimConfig(lr=config.lr))
-        self.scheduler = build_scheduler(
-            self.optimizer, OptimConfig(lr=config.lr), self.steps_per_epoch, config.epochs
-        )
+        optim = OptimConfig(lr=recipe.lr)
+        self.optimizer = build_optimizer(self.net, optim)
+        self.scheduler = build_scheduler(self.optimizer, optim, self.steps_per_epoch, recipe.epochs)
         self.progress = self._resume() if config.resume else _Progress()
 
     # -- setup ----------------------------------------------------------------------------------
     def _cache_dir(self) -> Path:
         """``--data`` itself when it is a cache; else a cache of it under the run folder."""
         data = Path(self.config.data)
-        if (data / "manifest.json").is_file():
+        if (data / CACHE_MANIFEST).is_file():
             return data
         cache = self.run_dir / "cache"
         if self.context.is_main:
             from sparsekits.data.preprocess import preprocess_dataset
 
-            preprocess_dataset(data, cache, stages=(self.config.stage,))
+            plan = self.config.plan or default_plan()
+            preprocess_dataset(data, cache, plan, stages=(self.config.stage,))
         barrier(self.context)
         return cache
 
@@ -239,8 +224,10 @@ class _Trainer:
 
     def _resume(self) -> _Progress:
         state = load_checkpoint(self.run_dir / LAST, map_location="cpu")
-        saved = state["train_config"]
-        changed = [key for key in _RESUME_KEYS if saved[key] != getattr(self.config, key)]
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise InputError(self.run_dir / LAST, "written by another sparsekits version")
+        saved = state["resume"]
+        changed = [key for key, value in self._resume_key().items() if saved[key] != value]
         if changed or state["world_size"] != self.context.world_size:
             raise InputError(
                 self.run_dir / LAST,
@@ -280,7 +267,7 @@ class _Trainer:
         )
         row: dict = {}
         try:
-            while progress.epoch < config.epochs:
+            while progress.epoch < self.recipe.epochs:
                 started = time.perf_counter()
                 if progress.order is None:
                     progress.order = epoch_order(
@@ -289,7 +276,7 @@ class _Trainer:
                         config.seed,
                         progress.epoch,
                         self.lesion_indices,
-                        config.lesion_oversampling,
+                        self.recipe.lesion_oversampling,
                     )
                 if not self._train_epoch(bar, log):
                     return self._result(row, completed=False)
@@ -360,7 +347,7 @@ class _Trainer:
         }
         dice = pooled_dice(all_reduce_sum(progress.dice_counts, self.context))
         row.update({f"train_dice_{name}": value for name, value in dice.items()})
-        last_epoch = progress.epoch == config.epochs - 1
+        last_epoch = progress.epoch == self.recipe.epochs - 1
         improved = False
         if last_epoch or (progress.epoch + 1) % config.val_every == 0:
             row.update(self._validate())
@@ -397,7 +384,7 @@ class _Trainer:
             features = self.model(inputs)
         outputs = self.outputs.rebuild(features)
         self.progress.dice_counts += region_counts(outputs[0].features, targets.features)
-        return deep_supervision_loss(outputs, targets, self.config.loss)
+        return deep_supervision_loss(outputs, targets, self.recipe.loss)
 
     def _tensors(self, item: SparseItem) -> tuple[SparseTensor, SparseTensor]:
         device = self.context.device
@@ -426,7 +413,7 @@ class _Trainer:
             inputs, targets = self._tensors(self.val_set[Draw(index, (0, 0, 0))])
             with self._autocast():
                 outputs = self.net(inputs)
-            loss = deep_supervision_loss(outputs, targets, self.config.loss)
+            loss = deep_supervision_loss(outputs, targets, self.recipe.loss)
             losses += torch.tensor([float(loss), 1.0], dtype=torch.float64)
             counts += region_counts(outputs[0].features.float(), targets.features)
         self.net.train()
@@ -455,6 +442,7 @@ class _Trainer:
         state = {
             "format": CHECKPOINT_FORMAT,
             "train_config": self.config.to_dict(),
+            "resume": self._resume_key(),
             "world_size": self.context.world_size,
             "model": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -471,15 +459,27 @@ class _Trainer:
             save_checkpoint(self.run_dir / LAST, state)
         return state
 
-    def _model_extra(self, row: dict) -> dict:
+    def _resume_key(self) -> dict:
+        """What a resumed run must share with the run it continues (schedule and order)."""
         return {
-            "stage": self.stage_config.to_dict(),
+            "stage": self.config.stage,
+            "fold": self.config.fold,
+            "seed": self.config.seed,
+            "network": self.stage_plan.network.to_dict(),
+            "recipe": asdict(self.recipe),
+        }
+
+    def _model_extra(self, row: dict) -> dict:
+        """What the model folder records besides weights: the plan (this stage's network and
+        recipe as trained), stage and fold, and how the model scored."""
+        return {
+            "plan": self.plan.to_dict(),
+            "stage": self.config.stage,
             "fold": self.config.fold,
             "epoch": row["epoch"],
             "val_loss": row["val_loss"],
             "val_dice": {name: row[f"val_dice_{name}"] for name in REGION_NAMES},
             "seed": self.config.seed,
-            "recipe": {key: getattr(self.config, key) for key in _RECIPE_KEYS},
             "cases": self.split,
         }
 
@@ -519,22 +519,31 @@ class _FeatureOutputs(torch.nn.Module):
         return [out.replace(f) for out, f in zip(outputs, features, strict=True)]
 
 
-def _check_config(config: TrainConfig, context: DistContext) -> None:
+def _effective_plan(config: TrainConfig, plan: Plan) -> Plan:
+    """``plan`` with this run's network and recipe for its stage."""
+    stage = plan.stage(config.stage)
+    network = stage.network if config.network is None else resolve_config(config.network)
+    return plan.with_stage(config.stage, network=network, recipe=config.recipe or stage.recipe)
+
+
+def _check_config(config: TrainConfig, recipe: Recipe, context: DistContext) -> None:
     if not 0 <= config.fold < N_FOLDS:
         raise ValueError(f"fold must be in 0..{N_FOLDS - 1}, got {config.fold}")
-    if config.accumulation % context.world_size:
+    if recipe.accumulation % context.world_size:
         raise ValueError(
-            f"accumulation {config.accumulation} must be a multiple of the "
+            f"accumulation {recipe.accumulation} must be a multiple of the "
             f"{context.world_size} processes"
         )
-    if config.loss not in LOSSES:
-        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {config.loss!r}")
-    if config.patch_vox is not None and config.patch_vox < 8:
-        raise ValueError(f"patch_vox must be at least 8 voxels, got {config.patch_vox}")
-    if not 0 <= config.lesion_oversampling <= 1:
-        raise ValueError(f"lesion_oversampling must be in [0, 1], got {config.lesion_oversampling}")
-    for name in ("epochs", "accumulation", "val_every", "checkpoint_every"):
-        if getattr(config, name) < 1:
+    if recipe.loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {recipe.loss!r}")
+    if recipe.patch_vox is not None and recipe.patch_vox < 8:
+        raise ValueError(f"patch_vox must be at least 8 voxels, got {recipe.patch_vox}")
+    if not 0 <= recipe.lesion_oversampling <= 1:
+        raise ValueError(f"lesion_oversampling must be in [0, 1], got {recipe.lesion_oversampling}")
+    counts = {"epochs": recipe.epochs, "accumulation": recipe.accumulation}
+    counts.update(val_every=config.val_every, checkpoint_every=config.checkpoint_every)
+    for name, value in counts.items():
+        if value < 1:
             raise ValueError(f"{name} must be at least 1")
 
 

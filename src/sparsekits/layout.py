@@ -1,0 +1,67 @@
+"""Where things are on disk: file suffixes, sidecars, dataset layouts, the cache and the model
+folder. Each fact lives here once; the code that reads or writes a layout asks this module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# HU of whatever lies outside a scan (resampling, augmentation): air, below every stage's window.
+AIR_HU = -1024.0
+
+# Image files.
+NIFTI_SUFFIXES = (".nii.gz", ".nii")  # longest first: stems strip the whole suffix
+NIFTI_OUT = ".nii.gz"  # what sparsekits writes
+
+# KiTS23 dataset: DATASET/case_XXXXX/{imaging,segmentation}.nii.gz
+KITS_CASE_GLOB = "case_*"
+KITS_IMAGE = "imaging.nii.gz"
+KITS_LABEL = "segmentation.nii.gz"
+
+# nnU-Net v2 raw dataset: dataset.json, imagesTr/NAME_0000.ext, labelsTr/NAME.ext
+NNUNET_DATASET_JSON = "dataset.json"
+NNUNET_IMAGES = "imagesTr"
+NNUNET_LABELS = "labelsTr"
+NNUNET_CHANNEL = "_0000"
+
+# Prediction outputs beside NAME.nii.gz: NAME.json, NAME_roi.nii.gz, NAME_probabilities.npz.
+REPORT_SUFFIX = ".json"
+ROI_SIDECAR = "_roi"
+PROBABILITIES_SIDECAR = "_probabilities.npz"
+
+# Preprocessing cache: CACHE/manifest.json, CACHE/stage<k>/..., CACHE/cases/<case>.json
+CACHE_MANIFEST = "manifest.json"
+CACHE_MARKERS = "cases"
+
+# Model folder: MODEL/plan.json and MODEL/stage<k>/fold_<K>/{config.json, model.safetensors}
+PLAN_FILE = "plan.json"
+FOLD_PREFIX = "fold_"
+
+
+def nifti_stem(path: Path) -> str:
+    """The name of a NIfTI file without its suffix (the name itself for other files)."""
+    name = path.name
+    for suffix in NIFTI_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def sidecar(prediction: Path, suffix: str) -> Path:
+    """``NAME<suffix>`` beside the prediction ``NAME.nii.gz``."""
+    return prediction.with_name(nifti_stem(prediction) + suffix)
+
+
+def stage_dir(root: Path, stage: int) -> Path:
+    """A stage's folder in a cache or a model folder."""
+    return Path(root) / f"stage{stage}"
+
+
+def fold_dir(model: Path, stage: int, fold: int) -> Path:
+    return stage_dir(model, stage) / f"{FOLD_PREFIX}{fold}"
+
+
+def fold_number(path: Path) -> int | None:
+    """K of a ``fold_K`` folder name, None for any other name."""
+    digits = path.name.removeprefix(FOLD_PREFIX)
+    return int(digits) if path.name.startswith(FOLD_PREFIX) and digits.isdigit() else None
