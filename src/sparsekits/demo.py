@@ -20,82 +20,103 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from sparsekits.bench.report import markdown_table
+from sparsekits.models.bundle import assemble_model
 from sparsekits.phantoms import DEFAULT as DEFAULT_PHANTOM
 from sparsekits.phantoms import PhantomConfig, write_phantom_dataset
+from sparsekits.phantoms.tissues import R
+from sparsekits.plan import SSCN_TWOSTAGE, Plan, Recipe
 
 TEST_SEED_OFFSET = 1000  # test phantoms use seed + this: no case is shared with training
-# Smaller kidneys than the default phantoms' (0.7x): a stage-2 ROI (kidney dilated by 10 mm, at
-# 0.78 mm) shrinks from about 650 k to about 250 k sparse voxels, which is what lets a CPU train
-# stage 2 within the demo's minutes. Lesions keep KiTS23's numbers and their size relative to the
-# kidney (0.7x KiTS23's diameters).
+# The demo's phantoms, chosen so that a CPU learns them in minutes:
+# - Kidneys 0.7x the default size: a stage-2 ROI (kidney dilated by 10 mm, at 0.78 mm) shrinks
+#   from about 650 k to about 250 k sparse voxels. Lesions keep KiTS23's numbers and their size
+#   relative to the kidney (0.7x KiTS23's diameters).
+# - The arterial phase (KiTS's own: the cortex stands out from liver, spleen and muscle, so stage 1
+#   finds kidneys fast), hypo-enhancing (papillary) tumours and simple cysts: masses that differ
+#   from the parenchyma in HU. Clear-cell RCC (most of KiTS23) enhances like the cortex and must
+#   be told apart by texture and shape: a network does not learn that in minutes (BENCHMARKS.md,
+#   "recipes" and "learning").
 KIDNEY_SCALE = 0.7
 SMALL_KIDNEYS = dataclasses.replace(
-    DEFAULT_PHANTOM,
+    DEFAULT_PHANTOM.with_phase("arterial"),
     kidney_length_mm=(70.0, 85.0),
     kidney_width_mm=(36.0, 44.0),
     kidney_thickness_mm=(28.0, 34.0),
     tumours=DEFAULT_PHANTOM.tumours.scaled(KIDNEY_SCALE),
     cysts=DEFAULT_PHANTOM.cysts.scaled(KIDNEY_SCALE),
+    kidney=dataclasses.replace(
+        DEFAULT_PHANTOM.kidney,
+        tumour_subtypes={R.PAPILLARY: 1.0},
+        cyst_subtypes={R.SIMPLE_CYST: 1.0},
+    ),
 )
 
 
 @dataclass(frozen=True)
-class StageTraining:
-    """How long one stage trains in the demo."""
-
-    epochs: int
-    samples_per_epoch: int
-    accumulation: int
-    lr: float
-    # Off: in a few dozen steps augmentation slows convergence more than it helps, and every
-    # phantom is already a new random anatomy.
-    augment: bool = False
-
-
-@dataclass(frozen=True)
 class DemoConfig:
-    """What the demo generates and how long it trains."""
+    """What the demo generates, and its plan (networks and training recipes)."""
 
     train_cases: int  # phantoms in DIR/data; fold 0 validates on a fifth of them
     test_cases: int  # held-out phantoms in DIR/test
-    stage1: StageTraining
-    stage2: StageTraining
+    plan: Plan
     # Field of view (x, y, z voxels at the phantom config's spacing, 2 x 2 x 2.5 mm): the abdomen
     # around the kidneys, not the whole trunk, so stage 1 sees fewer voxels.
     phantom_shape: tuple[int, int, int]
     phantom: PhantomConfig = SMALL_KIDNEYS
-    preset: str = "small"
     seed: int = 0
     workers: int = 2  # processes for preprocessing and evaluation
     loader_workers: int = 1  # DataLoader processes that augment while the network trains
 
 
-# Sized from measured costs (2 cores, 2026-11-22). A stage-1 step (~240 k kept voxels) takes
-# ~1.8 s and stage 1 needs ~140 steps to find every kidney, so it gets most of the budget; stage
-# 2's kidney Dice is at ~0.92 after 30 steps and no higher after 90. Tumours and cysts are learnt
-# only after the kidney (the network first calls the whole kidney a mass): 90 steps, even on
-# ROIs with masses only, left validation mass Dice at 0.12. Measured: 343-421 s in all; held-out
-# kidney_and_mass Dice 0.90, stage-1 ROI recall 0.98 (mass Dice 0.08).
+def demo_plan(stage1: Recipe, stage2: Recipe) -> Plan:
+    """METHOD.md's plan with the small network, the demo's recipes, and ROIs cut from the
+    kidney_and_mass probability: stage 1 trains for minutes with the paper's Dice, which leaves
+    its mass and tumour outputs high all over the scan (no gradient against them), and the
+    paper's max over the regions then makes one ROI of the whole scan."""
+    plan = SSCN_TWOSTAGE.with_network("small")
+    plan = dataclasses.replace(plan, roi=dataclasses.replace(plan.roi, region="kidney_and_mass"))
+    return plan.with_stage(1, recipe=stage1).with_stage(2, recipe=stage2)
+
+
+# Sized from measured costs (2 cores, 2026-12-02). Stage 1 trains on whole samples with the
+# paper's Dice (~2.2-2.9 s a step; patches or Dice + BCE left it finding no kidney in 160-240
+# steps): validation kidney Dice 0.61 after 72 steps, whose ROIs then covered most of the
+# abdomen; 144 steps gave 0.87 and ROI recall 0.98 on the earlier phantoms. Stage 2 trains on
+# lesion-centred 48^3 patches (~0.5 s a step against ~2 s for a whole ROI) with Dice + BCE (the
+# paper's Dice alone paints every kidney as tumour): masses appear after ~150 steps.
+# Augmentation is off: in a few hundred steps it slows convergence more than it helps, and every
+# phantom is a new random anatomy.
 FULL = DemoConfig(
     train_cases=12,
     test_cases=3,
     phantom_shape=(96, 72, 64),
-    stage1=StageTraining(epochs=18, samples_per_epoch=8, accumulation=1, lr=1e-2),
-    stage2=StageTraining(epochs=3, samples_per_epoch=10, accumulation=1, lr=3e-3),
+    plan=demo_plan(
+        Recipe(lr=1e-2, epochs=18, samples_per_epoch=8, accumulation=1, augment=False),
+        Recipe(
+            loss="dice+bce",
+            patch_vox=48,
+            lesion_oversampling=0.5,
+            lr=1e-2,
+            epochs=6,
+            samples_per_epoch=40,
+            accumulation=1,
+            augment=False,
+        ),
+    ),
 )
 # For the end-to-end test: every step runs, nothing is trained long enough to be good (an
 # untrained stage 1 may call the whole field of view one ROI, hence a small one). Six cases: a
 # kidney may fall outside so small a view, and 5 folds need 5 cases with kidneys.
+_ONE_STEP = Recipe(epochs=1, samples_per_epoch=1, accumulation=1, lr=3e-3, augment=False)
 QUICK = DemoConfig(
     train_cases=6,
     test_cases=1,
     phantom_shape=(72, 56, 48),
-    stage1=StageTraining(epochs=1, samples_per_epoch=1, accumulation=1, lr=3e-3),
-    stage2=StageTraining(epochs=1, samples_per_epoch=1, accumulation=1, lr=3e-3),
+    plan=demo_plan(_ONE_STEP, _ONE_STEP),
     loader_workers=0,
 )
 
@@ -121,10 +142,12 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False) -> DemoResul
     with _step(timings, "preprocess"):
         from sparsekits.data.preprocess import preprocess_dataset
 
-        preprocess_dataset(out / "data", out / "cache", workers=config.workers)
-    for stage, training in ((1, config.stage1), (2, config.stage2)):
+        preprocess_dataset(out / "data", out / "cache", config.plan, workers=config.workers)
+    runs = []
+    for stage in (1, 2):
         with _step(timings, f"train stage {stage}"):
-            _train_stage(out, config, stage, training)
+            runs.append(_train_stage(out, config, stage))
+    assemble_model(runs, out / "model")
     with _step(timings, "predict"):
         from sparsekits.predict.pipeline import predict
 
@@ -161,37 +184,40 @@ def write_demo_phantoms(out: Path, config: DemoConfig) -> None:
         )
 
 
-def _train_stage(out: Path, config: DemoConfig, stage: int, training: StageTraining) -> None:
+def _train_stage(out: Path, config: DemoConfig, stage: int) -> Path:
     from sparsekits.train.trainer import TrainConfig, train
 
+    epochs = config.plan.stage(stage).recipe.epochs
     result = train(
         TrainConfig(
             data=out / "cache",
             stage=stage,
             fold=0,
             out=out / "runs" / f"stage{stage}",
-            preset=config.preset,
-            epochs=training.epochs,
+            plan=config.plan,
             seed=config.seed,
-            samples_per_epoch=training.samples_per_epoch,
-            accumulation=training.accumulation,
-            lr=training.lr,
-            augment=training.augment,
             num_workers=config.loader_workers,
-            val_every=training.epochs,  # validate once, at the end: the demo's time is short
+            val_every=epochs,  # validate once, at the end: the demo's time is short
         )
     )
-    shutil.copytree(result.model_dir, out / "model" / f"stage{stage}" / "fold_0")
+    return result.run_dir
 
 
 def _settings(config: DemoConfig) -> dict:
-    """The demo's settings, with the phantom config cut to what differs from the default."""
-    settings = asdict(config)
-    settings["phantom"] = {
-        key: value
-        for key, value in asdict(config.phantom).items()
-        if value != getattr(DEFAULT_PHANTOM, key) and key != "body"
+    """The demo's settings: the phantom config cut to what differs from the default, and each
+    stage's network and recipe (the whole plan is OUT/model/plan.json)."""
+    settings = {
+        field.name: getattr(config, field.name)
+        for field in dataclasses.fields(config)
+        if field.name not in ("plan", "phantom")
     }
+    settings["phantom"] = {
+        field.name: getattr(config.phantom, field.name)
+        for field in dataclasses.fields(config.phantom)
+        if getattr(config.phantom, field.name) != getattr(DEFAULT_PHANTOM, field.name)
+    }
+    for stage in config.plan.stages:
+        settings[f"stage {stage.stage}"] = f"{stage.network.name} network, {stage.recipe}"
     return settings
 
 
@@ -205,28 +231,35 @@ def _step(timings: dict[str, float], name: str) -> Iterator[None]:
 
 
 def _write_report(out: Path, config: DemoConfig, evaluation, timings: dict[str, float]) -> Path:
+    from sparsekits.evaluate.kits23 import LESION_COLUMNS
     from sparsekits.fileio import write_text_atomic
 
-    columns = [column for column in evaluation.mean if column != "case"]
-    rows = [[row["case"], *(f"{row[c]:.3f}" for c in columns)] for row in evaluation.rows]
-    rows.append(["**mean**", *(f"**{evaluation.mean[c]:.3f}**" for c in columns)])
+    scores = [c for c in evaluation.mean if c != "case" and c not in LESION_COLUMNS]
+    rows = [[row["case"], *(f"{row[c]:.3f}" for c in scores)] for row in evaluation.rows]
+    rows.append(["**mean**", *(f"**{evaluation.mean[c]:.3f}**" for c in scores)])
+    lesion_rows = [[row["case"], *(row[c] for c in LESION_COLUMNS)] for row in evaluation.rows]
+    lesion_rows.append(["**total**", *(f"**{evaluation.mean[c]}**" for c in LESION_COLUMNS)])
     timing_rows = [[name, f"{seconds:.0f}"] for name, seconds in timings.items()]
     timing_rows.append(["**total**", f"**{sum(timings.values()):.0f}**"])
     overlays = sorted((out / "predictions").glob("*.png"))
+    network = config.plan.stage(1).network.name
     lines = [
         "# sparsekits demo",
         "",
         f"{config.train_cases} synthetic training phantoms (fold 0 of 5 validates on a fifth), "
-        f"{config.test_cases} held-out test phantoms; the `{config.preset}` network for both "
-        "stages, trained on this machine's CPU. Phantoms are far easier than real CT: these "
-        "figures show that the pipeline works end to end, not how well it does on KiTS23. "
-        "Minutes of training are enough for the kidneys; tumours and cysts are learnt only "
-        "after the kidney (the network first calls the whole kidney a mass) and need far longer "
-        "training, so expect low mass and tumour Dice here.",
+        f"{config.test_cases} held-out test phantoms; the `{network}` network for both "
+        "stages, trained on this machine's CPU. The demo's phantoms are in the nephrographic "
+        "phase with hypo-enhancing (papillary) tumours and simple cysts, masses a network "
+        "learns in minutes; clear-cell RCC, most of KiTS23, needs far longer training. These "
+        "figures show that the pipeline works end to end, not how well it does on KiTS23.",
         "",
         "## Test phantoms: KiTS23 Dice and Surface Dice (and stage-1 ROI recall)",
         "",
-        markdown_table(["case", *columns], rows),
+        markdown_table(["case", *scores], rows),
+        "",
+        "## Lesions found, missed and false (Dice >= 0.1 per lesion, `sparsekits evaluate`)",
+        "",
+        markdown_table(["case", *LESION_COLUMNS], lesion_rows),
         "",
         "## Time of each step (s)",
         "",
@@ -242,7 +275,7 @@ def _write_report(out: Path, config: DemoConfig, evaluation, timings: dict[str, 
         "",
         f"`sparsekits predict -i {out / 'test'} -o predictions --model {out / 'model'}`",
         "",
-        "## Overlays (test phantoms)",
+        "## Overlays (test phantoms; kidney green, tumour red, cyst blue)",
         "",
         *(f"![{png.stem}](predictions/{png.name})" for png in overlays),
         "",

@@ -159,3 +159,16 @@ def test_measure_lesions_counts_components_and_their_diameters(tmp_path):
     assert sorted(stats[2].diameters_mm) == pytest.approx(expected)
     distribution = stats[2].distribution((5, 100))
     assert distribution.count_p == (0.5, 0.0, 0.5)
+
+
+def test_the_subtype_shares_can_be_set():
+    labels, _ = kidney_box()
+    config = KidneyConfig(tumour_subtypes={R.PAPILLARY: 1.0}, cyst_subtypes={R.SIMPLE_CYST: 1.0})
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        look = KidneyLook.draw("nephrographic", config, rng)
+        background = np.full(labels.shape, BACKGROUND_HU, np.float32)
+        *_, lesions = kidney_anatomy_hu(
+            labels, SPACING, look, background, BodyConfig(), config, rng
+        )
+        assert [lesion["subtype"] for lesion in lesions] == ["simple_cyst", "papillary"]

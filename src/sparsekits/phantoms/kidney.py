@@ -19,7 +19,7 @@ them, so edges blend into whatever the kidney touches.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cc3d
 import numpy as np
@@ -48,6 +48,9 @@ class KidneyConfig:
     necrosis_p: float = 0.85
     necrosis_full_mm: float = 30.0
     complex_wall_mm: tuple[float, float] = (1.5, 4.0)  # Bosniak IIF-III walls and septa
+    # Shares of the lesion subtypes (``tissues`` gives the published ones).
+    tumour_subtypes: dict[R, float] = field(default_factory=lambda: dict(TUMOUR_SUBTYPES))
+    cyst_subtypes: dict[R, float] = field(default_factory=lambda: dict(CYST_SUBTYPES))
 
 
 @dataclass(frozen=True)
@@ -104,9 +107,10 @@ def kidney_anatomy_hu(
     _paint_sinus(hu, sinus, spacing, look, config, rng)
     _paint_parenchyma(hu, labels == 1, labelled, spacing, look, rng)
     lesions = []
-    for label, subtypes in ((3, CYST_SUBTYPES), (2, TUMOUR_SUBTYPES)):
+    for label, subtypes in ((3, config.cyst_subtypes), (2, config.tumour_subtypes)):
         for component, diameter in _components(labels == label, spacing):
-            subtype = R(rng.choice(list(subtypes), p=list(subtypes.values())))
+            shares = np.asarray(list(subtypes.values()), float)
+            subtype = R(rng.choice(list(subtypes), p=shares / shares.sum()))
             _paint_lesion(hu, component, subtype, diameter, spacing, look, config, rng)
             lesions.append(
                 {"label": label, "subtype": subtype.name.lower(), "diameter_mm": round(diameter, 1)}

@@ -1,0 +1,32 @@
+"""The learning benchmark's pieces that run in seconds: disjoint label-map splits, its plans."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sparsekits.bench.learning import LearningConfig, learning_plan, split_label_maps
+from sparsekits.plan import SSCN_TWOSTAGE, check_same_input
+
+
+def test_train_and_test_label_maps_are_disjoint_and_seeded(tmp_path):
+    for k in range(9):
+        (tmp_path / f"case_{k:05d}.nii.gz").write_bytes(b"")
+    train, test = split_label_maps(tmp_path, 6, 3, seed=0)
+    assert len(train) == 6 and len(test) == 3 and not set(train) & set(test)
+    assert (train, test) == split_label_maps(tmp_path, 6, 3, seed=0)
+    assert split_label_maps(tmp_path, 6, 3, seed=1) != (train, test)
+    with pytest.raises(ValueError, match="10 needed"):
+        split_label_maps(tmp_path, 7, 3, seed=0)
+
+
+def test_each_configuration_changes_only_network_and_recipe():
+    config = LearningConfig()
+    plan = learning_plan("paper-stem-bias", "dice+bce", config)
+    assert check_same_input(SSCN_TWOSTAGE, plan, "x", "the plan") is None  # same input
+    assert {stage.network.name for stage in plan.stages} == {"paper-stem-bias"}
+    first, second = (stage.recipe for stage in plan.stages)
+    assert first.loss == second.loss == "dice+bce"
+    assert (first.patch_vox, second.patch_vox) == config.patch_vox
+    assert first.lesion_oversampling == 0 and second.lesion_oversampling == pytest.approx(0.5)
+    assert np.isclose(first.lr, config.lr)
