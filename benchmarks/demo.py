@@ -1,8 +1,9 @@
 """The end-to-end demo (``sparsekits demo``): wall time of each step, peak RSS and held-out scores.
 
-Issue 6 asks for the whole demo within 10 minutes on a 2-core CPU, with held-out kidney_and_mass
-Dice >= 0.85. Each run is ``run_demo`` in a fresh process (its peak RSS is the figure); a run takes
-about 6 minutes, so the default is one run, and ``--runs N`` reports the median of N.
+Issue 11 asks for the whole demo within 5 minutes on a quiet 2-core CPU (so that a slow day stays
+under 10), with held-out Dice kidney_and_mass >= 0.90, masses >= 0.70 and tumour >= 0.60. Each
+run is ``run_demo`` in a fresh process (its peak RSS is the figure); a run takes about 5 minutes,
+so the default is one run, and ``--runs N`` reports the median of N.
 
 Command (from the repository root):
     python benchmarks/demo.py --runs 1
@@ -20,8 +21,8 @@ from pathlib import Path
 from sparsekits.bench.measure import run_in_fresh_process
 from sparsekits.bench.report import markdown_table, measured_on, update_section
 
-TIME_LIMIT_S = 600.0
-DICE_TARGET = 0.85
+TIME_LIMIT_S = 300.0
+DICE_TARGETS = {"Dice_kidney": 0.90, "Dice_masses": 0.70, "Dice_tumor": 0.60}
 
 
 def measure_demo(out: str) -> dict:
@@ -43,13 +44,11 @@ def report(runs: list[dict], command: str, load_at_start: float) -> str:
     wall = _median(runs, "wall_s")
     rows.append(["**total (wall, fresh process)**", f"**{wall:.0f}**"])
     scores = list(runs[0]["mean"])
-    score_row = [f"{_median(runs, 'mean', key):.3f}" for key in scores]
-    kidney = _median(runs, "mean", "Dice_kidney")
-    verdict = (
-        f"Targets (issue 6): at most {TIME_LIMIT_S:.0f} s -> "
-        f"{'met' if wall <= TIME_LIMIT_S else 'MISSED'}; kidney_and_mass Dice at least "
-        f"{DICE_TARGET} -> {'met' if kidney >= DICE_TARGET else 'MISSED'}."
-    )
+    score_row = [_score(key, _median(runs, "mean", key)) for key in scores]
+    verdicts = [f"at most {TIME_LIMIT_S:.0f} s -> {_met(wall <= TIME_LIMIT_S)}"]
+    for key, target in DICE_TARGETS.items():
+        verdicts.append(f"{key} >= {target} -> {_met(_median(runs, 'mean', key) >= target)}")
+    verdict = f"Targets (issue 11, quiet machine): {'; '.join(verdicts)}."
     lines = [
         "## The end-to-end demo (`sparsekits demo`)",
         "",
@@ -67,6 +66,16 @@ def report(runs: list[dict], command: str, load_at_start: float) -> str:
         *measured_on(command, load_at_start),
     ]
     return "\n".join(lines)
+
+
+def _score(key: str, value: float) -> str:
+    from sparsekits.evaluate.kits23 import LESION_COLUMNS
+
+    return f"{value:g}" if key in LESION_COLUMNS else f"{value:.3f}"
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "MISSED"
 
 
 def _median(runs: list[dict], *keys: str) -> float:
