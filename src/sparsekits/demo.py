@@ -29,7 +29,7 @@ from sparsekits.models.bundle import assemble_model
 from sparsekits.phantoms import DEFAULT as DEFAULT_PHANTOM
 from sparsekits.phantoms import PhantomConfig, write_phantom_dataset
 from sparsekits.phantoms.tissues import R
-from sparsekits.plan import SSCN_TWOSTAGE, Plan, Recipe
+from sparsekits.plan import COARSE_STAGE1_SPACING_MM, SSCN_TWOSTAGE, Plan, Recipe
 
 TEST_SEED_OFFSET = 1000  # test phantoms use seed + this: no case is shared with training
 # The demo's phantoms, chosen so that a CPU learns them in minutes:
@@ -73,12 +73,11 @@ class DemoConfig:
     loader_workers: int = 1  # DataLoader processes that augment while the network trains
 
 
-# Stage 1 of the demo runs on a 3.98 mm grid, twice METHOD.md's 1.99 mm: eight times fewer sparse
-# voxels (about 35 k against 280 k a phantom), so a training step takes ~0.35 s instead of ~2.5 s
-# and stage 1 trains for 190 steps in about a minute. Measured on the demo's phantoms: 144 steps
-# at 3.98 mm reached validation kidney Dice 0.82 in 55 s, where 144 steps at 1.99 mm reached 0.68
-# in 6 minutes. Stage 1 only has to find the kidneys; the 10 mm ROI dilation is 2.5 voxels here.
-DEMO_STAGE1_SPACING_MM = 3.98
+# Stage 1 of the demo runs on COARSE_STAGE1_SPACING_MM (3.98 mm), twice METHOD.md's 1.99 mm:
+# about 35 k sparse voxels a phantom against 280 k, so a training step takes ~0.35 s instead of
+# ~2.5 s. Measured on the demo's phantoms: 144 steps at 3.98 mm reached validation kidney Dice
+# 0.82 in 55 s, where 144 steps at 1.99 mm reached 0.68 in 6 minutes. The 10 mm ROI dilation is
+# 2.5 voxels there.
 
 
 def demo_plan(stage1: Recipe, stage2: Recipe) -> Plan:
@@ -89,7 +88,7 @@ def demo_plan(stage1: Recipe, stage2: Recipe) -> Plan:
     whole scan."""
     plan = SSCN_TWOSTAGE.with_network("small")
     plan = dataclasses.replace(plan, roi=dataclasses.replace(plan.roi, region="kidney_and_mass"))
-    plan = plan.with_stage(1, spacing_mm=DEMO_STAGE1_SPACING_MM, recipe=stage1)
+    plan = plan.with_stage(1, spacing_mm=COARSE_STAGE1_SPACING_MM, recipe=stage1)
     return plan.with_stage(2, recipe=stage2)
 
 

@@ -20,13 +20,16 @@ def test_train_and_test_label_maps_are_disjoint_and_seeded(tmp_path):
         split_label_maps(tmp_path, 7, 3, seed=0)
 
 
-def test_each_configuration_changes_only_network_and_recipe():
+def test_each_configuration_changes_only_network_and_stage_2_loss():
     config = LearningConfig()
     plan = learning_plan("paper-stem-bias", "dice+bce", config)
-    assert check_same_input(SSCN_TWOSTAGE, plan, "x", "the plan") is None  # same input
+    first_plan = learning_plan(*config.configs[0], config)
+    assert check_same_input(first_plan, plan, "x", "the plan") is None  # one cache for all
+    assert plan.stage(1).spacing_mm == config.stage1_spacing_mm != SSCN_TWOSTAGE.stage(1).spacing_mm
+    assert plan.stage(2).input_dict() == SSCN_TWOSTAGE.stage(2).input_dict()
     assert {stage.network.name for stage in plan.stages} == {"paper-stem-bias"}
     first, second = (stage.recipe for stage in plan.stages)
-    assert first.loss == second.loss == "dice+bce"
+    assert (first.loss, second.loss) == ("dice", "dice+bce")
     assert (first.patch_vox, second.patch_vox) == config.patch_vox
     assert first.lesion_oversampling == 0 and second.lesion_oversampling == pytest.approx(0.5)
     assert np.isclose(first.lr, config.lr)
