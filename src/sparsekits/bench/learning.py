@@ -1,9 +1,9 @@
 """How well the networks learn in a fixed CPU budget, on phantoms built on real KiTS23 geometry.
 
 For each configuration (preset x stage-2 loss), both stages are trained on phantoms around real
-KiTS23 label maps (real tumour and cyst shapes and sizes), each stage for its share of the budget, then
-the two-stage model predicts held-out phantoms built on *other* label maps and is scored by the
-KiTS23 rules plus lesion counts. The model also segments the real CT sample of
+KiTS23 label maps (real tumour and cyst shapes and sizes), each stage for its share of the
+budget, then the two-stage model predicts held-out phantoms built on *other* label maps and is
+scored by the KiTS23 rules plus lesion counts. The model also segments the real CT sample of
 ``../shared/data/ct-samples`` (non-contrast), scored against the kidneys of its organ map: does
 a network trained on phantoms alone find real kidneys?
 
@@ -136,12 +136,15 @@ def train_stage(cache: Path, plan: Plan, stage: int, seconds: float, out: Path, 
 def real_ct_transfer(model_dir: Path, ct: Path, organs: Path, out: Path) -> dict:
     """Segment the real CT; kidney_and_mass Dice against the organ map's kidneys, and the
     volume predicted outside them (mL); overlays under ``out``."""
-    from sparsekits.data.io import read_image, read_label_map
+    from sparsekits.data.io import read_image
     from sparsekits.predict.overlay import write_overlays
     from sparsekits.predict.pipeline import TwoStagePredictor
 
     image = read_image(ct)
-    reference = np.isin(read_label_map(organs, like=image).array, ORGAN_MAP_KIDNEYS)
+    organ_map = read_image(organs, require_hu=False)  # organ labels, not KiTS23's 0-3
+    if not organ_map.grid.same_as(image.grid):
+        raise ValueError(f"{organs}: grid {organ_map.grid} differs from {ct}'s {image.grid}")
+    reference = np.isin(np.rint(organ_map.array), ORGAN_MAP_KIDNEYS)
     prediction = TwoStagePredictor(model_dir).predict_image(image)
     predicted = prediction.labels > 0
     voxel_ml = float(np.prod(image.grid.spacing)) / 1000
