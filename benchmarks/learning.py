@@ -75,7 +75,9 @@ def report(results: dict, config: LearningConfig, out: Path, command: str, load:
         "built on disjoint real KiTS23 label maps (real kidney, tumour and cyst shapes at their "
         f"real size and spacing), contrast phases {config.phantom.phase_p}. Per configuration "
         f"both stages train on fold 0 for {config.budget_s / 60:.0f} minutes in all "
-        f"({config.stage1_share:.0%} stage 1), lr {config.lr}, batch 1 x accumulation "
+        f"({config.stage1_share:.0%} stage 1, on a {config.stage1_spacing_mm} mm grid with "
+        f"the `{config.stage1_loss}` loss; the configuration's loss is stage 2's), "
+        f"lr {config.lr}, batch 1 x accumulation "
         f"{config.accumulation}, stage-2 lesion oversampling {config.lesion_oversampling} and "
         f"patches {config.patch_vox[1]}^3, augmentation on. The two-stage model then predicts "
         "the held-out phantoms (KiTS23 "
@@ -153,8 +155,8 @@ def main() -> None:
     for stage in (1, 2):
         plot_runs(
             {
-                name: args.out / "runs" / name / f"stage{stage}" / "log.csv"
-                for name in results["runs"]
+                name: Path(run["stages"][str(stage)]["run_dir"]) / "log.csv"
+                for name, run in results["runs"].items()
             },
             FIGURES / f"stage{stage}.png",
             f"Stage {stage}, phantoms on real KiTS23 geometry",

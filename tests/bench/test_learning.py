@@ -33,3 +33,26 @@ def test_each_configuration_changes_only_network_and_stage_2_loss():
     assert (first.patch_vox, second.patch_vox) == config.patch_vox
     assert first.lesion_oversampling == 0 and second.lesion_oversampling == pytest.approx(0.5)
     assert np.isclose(first.lr, config.lr)
+
+
+def test_a_finished_stage_run_is_reused_with_its_training_time(tmp_path):
+    import json
+
+    from sparsekits.bench.learning import _finished, _stage_run
+    from sparsekits.train.runlog import LOG_COLUMNS
+
+    run = tmp_path / "stage1"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"recipe": {"epochs": 2}}))
+    assert not _finished(run)  # no log yet
+    header = ",".join(LOG_COLUMNS)
+    row = {column: "" for column in LOG_COLUMNS}
+    lines = [header]
+    for epoch, (step, seconds) in enumerate(((10, 4.0), (20, 6.0))):
+        row.update(epoch=str(epoch), step=str(step), seconds=str(seconds))
+        lines.append(",".join(row[column] for column in LOG_COLUMNS))
+        (run / "log.csv").write_text("\n".join(lines) + "\n")
+        assert _finished(run) == (epoch == 1)  # only once the last epoch is logged
+    stage_run = _stage_run(run)
+    assert (stage_run.steps, stage_run.seconds) == (20, 10.0)
+    assert stage_run.seconds_per_step == 0.5

@@ -72,7 +72,7 @@ class LearningConfig:
 @dataclass
 class StageRun:
     steps: int
-    seconds: float
+    seconds: float  # training, validation excluded
     seconds_per_step: float
     run_dir: str
 
@@ -102,12 +102,16 @@ def write_phantoms(out: Path, maps: list[Path], seed: int, config: PhantomConfig
 
 
 def train_stage(cache: Path, plan: Plan, stage: int, seconds: float, out: Path, config) -> StageRun:
-    """Train ``stage`` of ``plan`` for about ``seconds``: a timed probe sizes the number of steps.
+    """Train ``stage`` of ``plan`` for about ``seconds`` of training (validation not counted): a
+    timed probe sizes the number of steps. A finished run already in ``out`` is reused, so that
+    an interrupted benchmark restarts where it stopped.
 
     ``plan``'s recipe for the stage gives everything but the length (epochs, samples per epoch).
     """
     from sparsekits.train.trainer import TrainConfig, train
 
+    if _finished(out):
+        return _stage_run(out)
     recipe = plan.stage(stage).recipe
     base = TrainConfig(data=cache, stage=stage, fold=0, out=out, plan=plan, seed=config.seed,
                        num_workers=1)  # fmt: skip
@@ -116,9 +120,8 @@ def train_stage(cache: Path, plan: Plan, stage: int, seconds: float, out: Path, 
         recipe, epochs=1, samples_per_epoch=probe_steps * recipe.accumulation
     )
     probe_dir = out.with_name(out.name + "_probe")
-    start = time.perf_counter()
     train(dataclasses.replace(base, out=probe_dir, recipe=probe))
-    per_step = (time.perf_counter() - start) / probe_steps  # one validation included: pessimistic
+    per_step = _stage_run(probe_dir).seconds_per_step  # its first step's warm-up: pessimistic
     shutil.rmtree(probe_dir)
     steps = max(config.validations, int(seconds / per_step))
     steps_per_epoch = max(1, math.ceil(steps / config.validations))
@@ -126,11 +129,30 @@ def train_stage(cache: Path, plan: Plan, stage: int, seconds: float, out: Path, 
     sized = dataclasses.replace(
         recipe, epochs=epochs, samples_per_epoch=steps_per_epoch * recipe.accumulation
     )
-    start = time.perf_counter()
     train(dataclasses.replace(base, recipe=sized))
-    elapsed = time.perf_counter() - start
-    done = epochs * steps_per_epoch
-    return StageRun(done, elapsed, elapsed / done, str(out))
+    return _stage_run(out)
+
+
+def _finished(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run that trained all its epochs."""
+    from sparsekits.train.runlog import read_log
+
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        return False
+    epochs = json.loads(config_path.read_text())["recipe"]["epochs"]
+    rows = read_log(run_dir / "log.csv")
+    return bool(rows) and int(rows[-1]["epoch"]) == epochs - 1
+
+
+def _stage_run(run_dir: Path) -> StageRun:
+    """Steps and training seconds (validation excluded) of the run in ``run_dir``."""
+    from sparsekits.train.runlog import read_log
+
+    rows = read_log(run_dir / "log.csv")
+    steps = int(rows[-1]["step"])
+    seconds = sum(float(row["seconds"]) for row in rows)
+    return StageRun(steps, seconds, seconds / steps, str(run_dir))
 
 
 def real_ct_transfer(model_dir: Path, ct: Path, organs: Path, out: Path) -> dict:
@@ -197,14 +219,15 @@ def run_learning(
     results: dict = {"config": _jsonable(config), "runs": {}}
     for preset, loss in config.configs:
         name = f"{preset}_{loss}"
-        run_dir = out / "runs" / name
         plan = learning_plan(preset, loss, config)
+        # Stage 1's plan does not depend on the loss: one stage-1 run per preset serves all.
+        run_dirs = (out / "runs" / f"{preset}_stage1", out / "runs" / name / "stage2")
         stages = {}
         for stage, share in ((1, config.stage1_share), (2, 1 - config.stage1_share)):
             seconds = config.budget_s * share
-            stage_run = train_stage(cache, plan, stage, seconds, run_dir / f"stage{stage}", config)
+            stage_run = train_stage(cache, plan, stage, seconds, run_dirs[stage - 1], config)
             stages[stage] = dataclasses.asdict(stage_run)
-        model = assemble_model([run_dir / "stage1", run_dir / "stage2"], out / "models" / name)
+        model = assemble_model(list(run_dirs), out / "models" / name)
         predictions = out / "predictions" / name
         start = time.perf_counter()
         predict(test_set, predictions, model, save_probabilities=True, overlay=True)
