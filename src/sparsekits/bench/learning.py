@@ -226,7 +226,7 @@ def run_learning(
         for stage, share in ((1, config.stage1_share), (2, 1 - config.stage1_share)):
             seconds = config.budget_s * share
             stage_run = train_stage(cache, plan, stage, seconds, run_dirs[stage - 1], config)
-            stages[stage] = dataclasses.asdict(stage_run)
+            stages[str(stage)] = dataclasses.asdict(stage_run)  # as JSON keys are
         model = assemble_model(list(run_dirs), out / "models" / name)
         predictions = out / "predictions" / name
         start = time.perf_counter()
