@@ -41,10 +41,16 @@ def test_a_finished_stage_run_is_reused_with_its_training_time(tmp_path):
     from sparsekits.bench.learning import _finished, _stage_run
     from sparsekits.train.runlog import LOG_COLUMNS
 
+    plan = learning_plan("small", "dice", LearningConfig())
     run = tmp_path / "stage1"
     run.mkdir()
-    (run / "config.json").write_text(json.dumps({"recipe": {"epochs": 2}}))
-    assert not _finished(run)  # no log yet
+    (run / "config.json").write_text(json.dumps({"plan": plan.to_dict(), "recipe": {"epochs": 2}}))
+    stage1 = plan.stage(1)
+    assert not _finished(run, stage1)  # no log yet
+    # Stage 1 is shared across losses (only stage 2's differs); another network is refused.
+    assert not _finished(run, learning_plan("small", "dice+bce", LearningConfig()).stage(1))
+    with pytest.raises(ValueError, match="another plan"):
+        _finished(run, learning_plan("paper-stem-bias", "dice", LearningConfig()).stage(1))
     header = ",".join(LOG_COLUMNS)
     row = {column: "" for column in LOG_COLUMNS}
     lines = [header]
@@ -52,7 +58,7 @@ def test_a_finished_stage_run_is_reused_with_its_training_time(tmp_path):
         row.update(epoch=str(epoch), step=str(step), seconds=str(seconds))
         lines.append(",".join(row[column] for column in LOG_COLUMNS))
         (run / "log.csv").write_text("\n".join(lines) + "\n")
-        assert _finished(run) == (epoch == 1)  # only once the last epoch is logged
+        assert _finished(run, stage1) == (epoch == 1)  # only once the last epoch is logged
     stage_run = _stage_run(run)
     assert (stage_run.steps, stage_run.seconds) == (20, 10.0)
     assert stage_run.seconds_per_step == 0.5

@@ -29,7 +29,7 @@ from sparsekits.layout import KITS_LABEL, NIFTI_OUT
 from sparsekits.models.bundle import assemble_model
 from sparsekits.phantoms import DEFAULT as DEFAULT_PHANTOM
 from sparsekits.phantoms import PhantomConfig, write_phantom_dataset
-from sparsekits.plan import COARSE_STAGE1_SPACING_MM, SSCN_TWOSTAGE, Plan, Recipe
+from sparsekits.plan import COARSE_STAGE1_SPACING_MM, SSCN_TWOSTAGE, Plan, Recipe, StagePlan
 
 # Phantoms in the phases KiTS holds, plus unenhanced scans like the real CT sample.
 LEARNING_PHANTOM = dataclasses.replace(
@@ -110,7 +110,7 @@ def train_stage(cache: Path, plan: Plan, stage: int, seconds: float, out: Path, 
     """
     from sparsekits.train.trainer import TrainConfig, train
 
-    if _finished(out):
+    if _finished(out, plan.stage(stage)):
         return _stage_run(out)
     recipe = plan.stage(stage).recipe
     base = TrainConfig(data=cache, stage=stage, fold=0, out=out, plan=plan, seed=config.seed,
@@ -133,14 +133,18 @@ def train_stage(cache: Path, plan: Plan, stage: int, seconds: float, out: Path, 
     return _stage_run(out)
 
 
-def _finished(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds a run that trained all its epochs."""
+def _finished(run_dir: Path, stage: StagePlan) -> bool:
+    """Whether ``run_dir`` holds a run of ``stage`` (its grid, input, network and recipe) that
+    trained all its epochs; a run of another stage plan is refused, never reused."""
     from sparsekits.train.runlog import read_log
 
     config_path = run_dir / "config.json"
     if not config_path.exists():
         return False
-    epochs = json.loads(config_path.read_text())["recipe"]["epochs"]
+    run_config = json.loads(config_path.read_text())
+    if run_config["plan"]["stages"][stage.stage - 1] != stage.to_dict():
+        raise ValueError(f"{run_dir} holds a run of another plan: remove it, or use another --out")
+    epochs = run_config["recipe"]["epochs"]
     rows = read_log(run_dir / "log.csv")
     return bool(rows) and int(rows[-1]["epoch"]) == epochs - 1
 
