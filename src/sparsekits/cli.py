@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 from sparsekits.errors import InputError
+from sparsekits.methods import DEFAULT_METHOD, method_names
 from sparsekits.models.config import PRESETS
 from sparsekits.phantoms.tissues import PHASES
-from sparsekits.plan import DEFAULT_METHOD, PLANS
-from sparsekits.train.losses import LOSSES
 
 
 def _phantom(args: argparse.Namespace) -> int:
@@ -33,9 +32,12 @@ def _plan_arg(args: argparse.Namespace):
 def _plan(args: argparse.Namespace) -> int:
     from sparsekits.plan import default_plan
 
-    plan = default_plan(args.method)
-    if args.preset is not None:
-        plan = plan.with_network(args.preset)
+    try:
+        plan = default_plan(args.method, args.preset)
+    except ValueError as error:
+        raise InputError(args.preset, str(error)) from error
+    if args.output.is_dir():
+        raise InputError(args.output, "is a folder; give a file name such as plan.json")
     plan.save(args.output)
     print(f"sparsekits plan: {plan.method} -> {args.output}", file=sys.stderr)
     return 0
@@ -45,9 +47,9 @@ def _preprocess(args: argparse.Namespace) -> int:
     from sparsekits.data.preprocess import preprocess_dataset
     from sparsekits.plan import default_plan
 
-    stages = (args.stage,) if args.stage else (1, 2)
     plan = _plan_arg(args) or default_plan()
-    report = preprocess_dataset(args.dataset, args.out, plan, stages, workers=args.workers)
+    roles = (plan.role(args.stage),) if args.stage else None
+    report = preprocess_dataset(args.dataset, args.out, plan, roles, workers=args.workers)
     return 1 if report.failures else 0
 
 
@@ -74,7 +76,12 @@ def _train(args: argparse.Namespace) -> int:
     changes = {key: value for key, value in changes.items() if value is not None}
     recipe = None
     if changes:
-        recipe = dataclasses.replace(base_plan(args.data, plan).stage(args.stage).recipe, **changes)
+        base = base_plan(args.data, plan)
+        recipe = dataclasses.replace(base.stage(args.stage).recipe, **changes)
+        try:  # refuse a bad option before anything is written
+            base.with_stage(args.stage, recipe=recipe)
+        except ValueError as error:
+            raise InputError("train", f"invalid recipe option: {error}") from error
     train(
         TrainConfig(
             data=args.data,
@@ -133,7 +140,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from sparsekits.demo import run_demo
 
-    run_demo(args.out, quick=args.quick)
+    run_demo(args.out, quick=args.quick, method=args.method)
     return 0
 
 
@@ -179,21 +186,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="write a method's default plan (to edit, then --plan FILE)")
     p.add_argument("-o", "--output", type=Path, required=True)
-    p.add_argument("--method", choices=sorted(PLANS), default=DEFAULT_METHOD)
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="both stages' network")
+    p.add_argument("--method", choices=method_names(), default=DEFAULT_METHOD)
+    p.add_argument("--preset", default=None, help="one of the method's plans (default: its first)")
     p.set_defaults(func=_plan)
 
     p = sub.add_parser("preprocess", help="write the sparse samples of a dataset into a cache")
     p.add_argument("dataset", type=Path)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--stage", type=int, choices=(1, 2), default=None, help="default: both")
+    p.add_argument("--stage", default=None, help="a stage of the plan's method (default: all)")
     p.add_argument("--workers", type=int, default=1)
     _add_plan_option(p)
     p.set_defaults(func=_preprocess)
 
     p = sub.add_parser("train", help="train one stage on one cross-validation fold")
     p.add_argument("--data", type=Path, required=True, help="preprocessed cache or dataset")
-    p.add_argument("--stage", type=int, choices=(1, 2), required=True)
+    p.add_argument(
+        "--stage", required=True, help="a stage of the plan's method by role (roi, fine) or number"
+    )
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
     _add_plan_option(p, "default: the cache's plan")
@@ -214,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recipe.add_argument("--accumulation", type=int, default=None, help="samples per step")
     recipe.add_argument("--lr", type=float, default=None)
-    recipe.add_argument("--loss", choices=LOSSES, default=None, help="dice (the paper's), dice+bce")
+    recipe.add_argument(
+        "--loss", default=None, help="one of the method's losses (sscn-twostage: dice, dice+bce)"
+    )
     recipe.add_argument(
         "--lesion-oversampling",
         type=float,
@@ -256,8 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None)
     p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("demo", help="phantoms -> train both stages -> predict -> evaluate")
+    p = sub.add_parser("demo", help="phantoms -> train every stage -> predict -> evaluate")
     p.add_argument("--out", type=Path, default=Path("demo_out"))
+    p.add_argument("--method", choices=method_names(), default=DEFAULT_METHOD)
     p.add_argument("--quick", action="store_true", help="a shrunken run that checks every step")
     p.set_defaults(func=_demo)
 

@@ -29,13 +29,16 @@ REPORT_SUFFIX = ".json"
 ROI_SIDECAR = "_roi"
 PROBABILITIES_SIDECAR = "_probabilities.npz"
 
-# Preprocessing cache: CACHE/manifest.json, CACHE/stage<k>/..., CACHE/cases/<case>.json
+# Preprocessing cache: CACHE/manifest.json, CACHE/<role>/..., CACHE/cases/<case>.json
 CACHE_MANIFEST = "manifest.json"
 CACHE_MARKERS = "cases"
+SAMPLE_SUFFIX = ".npz"
 
-# Model folder: MODEL/plan.json and MODEL/stage<k>/fold_<K>/{config.json, model.safetensors}
+# Model folder: MODEL/plan.json and MODEL/<role>/fold_<K>/{config.json, model.safetensors}
 PLAN_FILE = "plan.json"
 FOLD_PREFIX = "fold_"
+# Caches and model folders written before stages had roles named a stage's folder by number.
+LEGACY_STAGE_PREFIX = "stage"
 
 
 def nifti_stem(path: Path) -> str:
@@ -52,13 +55,19 @@ def sidecar(prediction: Path, suffix: str) -> Path:
     return prediction.with_name(nifti_stem(prediction) + suffix)
 
 
-def stage_dir(root: Path, stage: int) -> Path:
-    """A stage's folder in a cache or a model folder."""
-    return Path(root) / f"stage{stage}"
+def stage_dir(root: Path, role: str) -> Path:
+    """A stage's folder in a cache or a model folder: named by the stage's role."""
+    return Path(root) / role
 
 
-def fold_dir(model: Path, stage: int, fold: int) -> Path:
-    return stage_dir(model, stage) / f"{FOLD_PREFIX}{fold}"
+def legacy_stage_dir(root: Path, position: int) -> Path:
+    """The folder of the stage at 1-based ``position`` in caches and models written before
+    stages had roles."""
+    return Path(root) / f"{LEGACY_STAGE_PREFIX}{position}"
+
+
+def fold_dir(model: Path, role: str, fold: int) -> Path:
+    return stage_dir(model, role) / f"{FOLD_PREFIX}{fold}"
 
 
 def fold_number(path: Path) -> int | None:

@@ -1,34 +1,41 @@
 """A method as data: the ``Plan`` that says how a method turns a CT into labels, and how it trains.
 
-A plan holds, per stage, the grid (isotropic spacing, body crop, crop margins), the
-sparsification rule, the normalisation, the network and the training recipe; the ROI rule that
-joins the stages; and the threshold of the final label map. It is saved with the preprocessing
-cache (``manifest.json``) and in every model folder (``plan.json``, and in each fold's
-``config.json``), and prediction reads everything from the model folder, so an old model never
-silently meets a new rule. ``sparsekits plan -o plan.json`` writes the default plan to edit;
-``preprocess``, ``train``, ``predict`` and ``benchmark`` take ``--plan``.
+A plan names its method (``sparsekits.methods``: the module that owns the stages, their views,
+post-processing and predictor) and holds, per stage *role* (the paper's ``roi`` and ``fine``),
+the grid (isotropic spacing, body crop, crop margins), the sparsification rule, the
+normalisation, the network and the training recipe; the ROI rule that joins the stages; and the
+threshold of the final label map. It is saved with the preprocessing cache (``manifest.json``)
+and in every model folder (``plan.json``, and in each fold's ``config.json``), and prediction
+reads everything from the model folder, so an old model never silently meets a new rule.
+``sparsekits plan -o plan.json`` writes a method's default plan to edit; ``preprocess``,
+``train``, ``predict`` and ``benchmark`` take ``--plan``.
 
 Two parts of a plan play different roles:
 
-- its *input* (``input_dict``: stages' grids, sparsification, normalisation, margins, the ROI
-  rule) defines what the networks see. A cache and a model must share it with any plan they meet.
+- its *input* (``input_dict``: the method, stages' grids, sparsification, normalisation,
+  margins, the ROI rule) defines what the networks see. A cache and a model must share it with
+  any plan they meet.
 - its networks, recipes and threshold say how a model is built, trained and read out; a
   training run may override them (``train --lr``), and the model folder records what was used.
 
-METHOD.md's numbers are the ``sscn-twostage`` plan (``PLANS``). Sparsification rules are small
-typed objects keyed by ``rule`` (``SPARSIFY_RULES``), so that other methods can add theirs.
+A plan is validated when it is built (``Plan(...)``, ``Plan.from_dict``): its method must be
+registered and accept it, so a bad plan.json is refused by the first command that reads it.
+This module imports no torch: the CLI, the registry and the method modules read plans cheaply.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 from sparsekits.errors import InputError
+from sparsekits.layout import AIR_HU
 from sparsekits.models.config import ModelConfig, resolve_config
+from sparsekits.models.registry import network_config_from_dict
 
 FORMAT = "sparsekits-plan"
 VERSION = 1
@@ -69,10 +76,44 @@ class ZScore:
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """How a stage's network trains (METHOD.md "Training"; options of sparsekits.train)."""
+class Optimiser:
+    """AdamW and its learning-rate schedule (METHOD.md): linear warm-up, constant, then a cosine
+    to 0 over the last ``cosine_fraction`` of the run, stepped per optimiser step."""
 
-    loss: str = "dice"  # "dice" (the paper's) or "dice+bce"
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 1e-5  # on convolution and linear weights only (train.optim says why)
+    eps: float = 1e-12
+    warmup_epochs: float = 1.0
+    cosine_fraction: float = 0.8  # 400 of 500 epochs in the paper
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Augmentation of a dense HU crop before sparsification (``sparsekits.train.augment``);
+    each transform fires with its own probability. Rotations are (x, y, z) maxima in radians."""
+
+    affine_p: float = 0.9
+    max_rotation: tuple[float, float, float] = (math.pi / 36, math.pi / 36, math.pi / 8)
+    max_scale_change: float = 0.15
+    flip_p: float = 0.3  # per axis
+    intensity_scale_p: float = 0.3
+    intensity_scale: float = 0.1
+    intensity_shift_p: float = 0.3
+    intensity_shift_hu: float = 5.0
+    noise_p: float = 0.3
+    noise_std_hu: float = 1.0
+    smooth_p: float = 0.3
+    smooth_sigma: tuple[float, float] = (0.25, 1.5)
+    # What the affine brings in from outside the crop: air, outside every stage's HU window.
+    pad_hu: float = AIR_HU
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a stage's network trains (METHOD.md "Training"; options of sparsekits.train): every
+    setting that trained a model, so that the model folder records them all."""
+
+    loss: str = "dice"  # one of the method's losses: "dice" (the paper's) or "dice+bce"
     lesion_oversampling: float = 0.0  # share of draws forced onto samples holding a mass
     patch_vox: int | None = None  # train on cubes of this many voxels; None: whole samples
     lr: float = 5e-4
@@ -80,17 +121,71 @@ class Recipe:
     samples_per_epoch: int | None = None  # None: one pass over the fold's training samples
     accumulation: int = 8  # samples per optimiser step (batch 1 each)
     augment: bool = True
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    optimiser: Optimiser = field(default_factory=Optimiser)
+    folds: int = 5  # cross-validation folds, split by case
+    split_seed: int = 42  # seed of the fold split (METHOD.md)
+    # Soft Dice smoothing in numerator and denominator (nnU-Net's value): a region empty in both
+    # prediction and target scores 1, as in the KiTS23 scorer.
+    dice_smooth: float = 1e-5
+    deep_supervision_decay: float = 0.5  # level k of the deep supervision weighs decay**k
+
+    def problems(self) -> list[str]:
+        problems = []
+        for name in ("epochs", "accumulation", "folds"):
+            if not _positive_int(getattr(self, name)):
+                problems.append(f"{name} must be a positive int")
+        if self.samples_per_epoch is not None and not _positive_int(self.samples_per_epoch):
+            problems.append("samples_per_epoch must be a positive int or null")
+        if self.patch_vox is not None and (not _positive_int(self.patch_vox) or self.patch_vox < 8):
+            problems.append(f"patch_vox must be at least 8 voxels, not {self.patch_vox}")
+        if not 0 <= self.lesion_oversampling <= 1:
+            problems.append(
+                f"lesion_oversampling must be in [0, 1], not {self.lesion_oversampling}"
+            )
+        if not self.lr > 0 or not self.dice_smooth > 0:
+            problems.append("lr and dice_smooth must be positive")
+        if not 0 < self.deep_supervision_decay <= 1:
+            problems.append("deep_supervision_decay must be in (0, 1]")
+        if not 0 <= self.optimiser.cosine_fraction <= 1 or self.optimiser.warmup_epochs < 0:
+            problems.append("optimiser: cosine_fraction in [0, 1], warmup_epochs >= 0")
+        return problems
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Recipe:
+        """Inverse of ``to_dict``; recipes written before a setting existed get its default."""
+        values = dict(values)
+        nested = {"augmentation": Augmentation, "optimiser": Optimiser}
+        for key, kind in nested.items():
+            if key in values:
+                values[key] = kind(**_tuples(values[key]))
+        return cls(**values)
+
+
+def _tuples(values: dict) -> dict:
+    """JSON lists back to the tuples the dataclasses hold (hashable, comparable)."""
+    return {
+        key: tuple(value) if isinstance(value, list) else value for key, value in values.items()
+    }
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 @dataclass(frozen=True)
 class StagePlan:
     """What one stage sees and how its network is built and trained.
 
-    Arrays on a stage grid are in the canonical orientation (RAS+, axes x, y, z), so
+    ``role`` names the stage within its method (``roi``, ``fine``; the CLI's ``--stage``). Arrays
+    on a stage grid are in the canonical orientation (RAS+, axes x, y, z), so
     ``crop_margin_vox`` is (x, y, z) in voxels of ``spacing_mm``.
     """
 
-    stage: int
+    role: str
     spacing_mm: float
     sparsify: HuWindow
     normalise: ZScore
@@ -105,12 +200,21 @@ class StagePlan:
 
     def input_dict(self) -> dict:
         """The settings that define this stage's input (what a cache holds)."""
-        values = _stage_dict(self)
+        values = self.to_dict()
         del values["network"], values["recipe"]
         return values
 
     def to_dict(self) -> dict:
-        return _stage_dict(self)
+        return {
+            "role": self.role,
+            "spacing_mm": self.spacing_mm,
+            "sparsify": self.sparsify.to_dict(),
+            "normalise": dataclasses.asdict(self.normalise),
+            "crop_margin_vox": list(self.crop_margin_vox),
+            "body_crop": self.body_crop,
+            "network": self.network.to_dict(),
+            "recipe": self.recipe.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, values: dict) -> StagePlan:
@@ -123,23 +227,10 @@ class StagePlan:
             sparsify=rule(**sparsify),
             normalise=ZScore(**values.pop("normalise")),
             crop_margin_vox=tuple(values.pop("crop_margin_vox")),
-            network=ModelConfig.from_dict(values.pop("network")),
-            recipe=Recipe(**values.pop("recipe")),
+            network=network_config_from_dict(values.pop("network")),
+            recipe=Recipe.from_dict(values.pop("recipe")),
             **values,
         )
-
-
-def _stage_dict(stage: StagePlan) -> dict:
-    return {
-        "stage": stage.stage,
-        "spacing_mm": stage.spacing_mm,
-        "sparsify": stage.sparsify.to_dict(),
-        "normalise": dataclasses.asdict(stage.normalise),
-        "crop_margin_vox": list(stage.crop_margin_vox),
-        "body_crop": stage.body_crop,
-        "network": stage.network.to_dict(),
-        "recipe": dataclasses.asdict(stage.recipe),
-    }
 
 
 ROI_REGIONS = ("max", "kidney_and_mass")
@@ -147,7 +238,7 @@ ROI_REGIONS = ("max", "kidney_and_mass")
 
 @dataclass(frozen=True)
 class RoiRule:
-    """How stage-1 region probabilities become the kidney ROIs of stage 2.
+    """How an earlier stage's region probabilities become the kidney ROIs of a later one.
 
     ``region``: the probability thresholded, "max" over the three regions (METHOD.md) or
     "kidney_and_mass" alone. The regions are nested, so the two agree for a network whose
@@ -162,44 +253,108 @@ class RoiRule:
     max_components: int = 5
     dilation_mm: float = 10.0  # an 11-voxel ellipsoid at 1.99 mm
 
+    def problems(self) -> list[str]:
+        problems = []
+        if self.region not in ROI_REGIONS:
+            problems.append(f"roi.region must be one of {ROI_REGIONS}, not {self.region!r}")
+        if self.connectivity not in (6, 18, 26):
+            problems.append(f"roi.connectivity must be 6, 18 or 26, not {self.connectivity}")
+        if not 0 < self.probability_threshold < 1:
+            problems.append("roi.probability_threshold must lie in (0, 1)")
+        return problems
+
 
 @dataclass(frozen=True)
 class Plan:
+    """A method's stages in order, the ROI rule joining them, and the final threshold."""
+
     method: str
-    stages: tuple[StagePlan, ...]  # stage k is stages[k - 1]
+    stages: tuple[StagePlan, ...]
     roi: RoiRule = field(default_factory=RoiRule)
     region_threshold: float = 0.5  # on region probabilities, for the final label map
 
-    def stage(self, number: int) -> StagePlan:
-        return self.stages[number - 1]
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """What is wrong with this plan (empty when it is valid): its own settings, then what
+        its method says of it."""
+        from sparsekits.methods import get_method
+
+        problems = [*self.roi.problems()]
+        for stage in self.stages:
+            problems += [f"stage {stage.role}: {problem}" for problem in stage.recipe.problems()]
+        if not 0 < self.region_threshold < 1:
+            problems.append("region_threshold must lie in (0, 1)")
+        try:
+            method = get_method(self.method)
+        except ValueError as error:
+            return [*problems, str(error)]
+        return problems + method.plan_problems(self)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(stage.role for stage in self.stages)
+
+    def stage(self, key: str | int) -> StagePlan:
+        """The stage of role ``key``, or at 1-based position ``key`` (``--stage 1`` = first)."""
+        return self.stages[self.position(key) - 1]
+
+    def position(self, key: str | int) -> int:
+        """1-based position of the stage of role ``key`` (or of position ``key``)."""
+        if isinstance(key, str) and key.isdigit():
+            key = int(key)
+        if isinstance(key, int) and 1 <= key <= len(self.stages):
+            return key
+        if key in self.roles:
+            return self.roles.index(key) + 1
+        raise InputError(
+            key, f"no such stage of {self.method} (its stages: {', '.join(self.roles)})"
+        )
+
+    def role(self, key: str | int) -> str:
+        return self.stage(key).role
 
     def input_dict(self) -> dict:
         return {
+            "method": self.method,
             "stages": [stage.input_dict() for stage in self.stages],
             "roi": dataclasses.asdict(self.roi),
         }
 
-    def with_stage(self, number: int, **changes) -> Plan:
-        """This plan with fields of stage ``number`` replaced (``recipe=``, ``network=``...)."""
-        return self.with_stage_plan(dataclasses.replace(self.stage(number), **changes))
+    def with_stage(self, key: str | int, **changes) -> Plan:
+        """This plan with fields of stage ``key`` replaced (``recipe=``, ``network=``...)."""
+        return self.with_stage_plan(dataclasses.replace(self.stage(key), **changes))
 
     def with_stage_plan(self, stage: StagePlan) -> Plan:
-        """This plan with ``stage`` in place of its stage of the same number."""
+        """This plan with ``stage`` in place of its stage of the same role."""
         stages = list(self.stages)
-        stages[stage.stage - 1] = stage
+        stages[self.position(stage.role) - 1] = stage
         return dataclasses.replace(self, stages=tuple(stages))
 
     def with_network(self, network: ModelConfig | str) -> Plan:
-        """Both stages with the network ``network`` (a preset name or a ModelConfig)."""
-        plan = self
-        for stage in self.stages:
-            plan = plan.with_stage(stage.stage, network=resolve_config(network))
-        return plan
+        """Every stage with the network ``network`` (a preset name or a ModelConfig)."""
+        config = resolve_config(network)
+        stages = tuple(dataclasses.replace(stage, network=config) for stage in self.stages)
+        return dataclasses.replace(self, stages=stages)
+
+    def with_recipes(self, **changes) -> Plan:
+        """Every stage's recipe with ``changes`` (e.g. ``epochs=1``)."""
+        stages = tuple(
+            dataclasses.replace(stage, recipe=dataclasses.replace(stage.recipe, **changes))
+            for stage in self.stages
+        )
+        return dataclasses.replace(self, stages=stages)
 
     def to_dict(self) -> dict:
+        from sparsekits import __version__
+
         return {
             "format": FORMAT,
             "version": VERSION,
+            "sparsekits_version": __version__,
             "method": self.method,
             "stages": [stage.to_dict() for stage in self.stages],
             "roi": dataclasses.asdict(self.roi),
@@ -208,18 +363,26 @@ class Plan:
 
     @classmethod
     def from_dict(cls, values: dict) -> Plan:
+        """Inverse of ``to_dict``. Plans written before stages had roles numbered them
+        (``"stage": 1``); their roles are the method's, in order."""
+        from sparsekits.methods import get_method
+
         if values.get("format") != FORMAT or values.get("version") != VERSION:
             raise ValueError(f"not a {FORMAT} version {VERSION} plan")
-        stages = tuple(StagePlan.from_dict(stage) for stage in values["stages"])
-        if [stage.stage for stage in stages] != list(range(1, len(stages) + 1)):
-            raise ValueError("stages must be numbered 1, 2, ... in order")
-        roi = RoiRule(**values["roi"])
-        if roi.region not in ROI_REGIONS:
-            raise ValueError(f"roi.region must be one of {ROI_REGIONS}, not {roi.region!r}")
+        method = get_method(values["method"])
+        stages = []
+        for position, stage in enumerate(values["stages"], start=1):
+            stage = dict(stage)
+            number = stage.pop("stage", None)
+            if "role" not in stage:
+                if number != position or position > len(method.roles):
+                    raise ValueError("stages must be numbered 1, 2, ... in order")
+                stage["role"] = method.roles[position - 1]
+            stages.append(StagePlan.from_dict(stage))
         return cls(
-            method=values["method"],
-            stages=stages,
-            roi=roi,
+            method=method.name,
+            stages=tuple(stages),
+            roi=RoiRule(**values["roi"]),
             region_threshold=float(values["region_threshold"]),
         )
 
@@ -233,6 +396,8 @@ class Plan:
 def load_plan(path: str | Path) -> Plan:
     """A plan file; a missing, unreadable or invalid one raises InputError naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "is a folder, not a plan file")
     try:
         return Plan.from_dict(json.loads(path.read_text()))
     except FileNotFoundError as error:
@@ -247,7 +412,12 @@ def input_difference(expected: Plan, found: Plan) -> str | None:
 
 
 def check_same_input(expected: Plan, found: Plan, where: str | Path, found_name: str) -> None:
-    """Refuse (InputError on ``where``) a ``found`` plan whose input differs from ``expected``."""
+    """Refuse (InputError on ``where``) a ``found`` plan whose input differs from ``expected``;
+    another method is named as such."""
+    if expected.method != found.method:
+        raise InputError(
+            where, f"{found_name} belongs to method {found.method}, not {expected.method}"
+        )
     difference = input_difference(expected, found)
     if difference is not None:
         raise InputError(where, f"{found_name} was made with another plan: {difference}")
@@ -269,55 +439,9 @@ def _first_difference(a, b, path: str) -> str | None:
     return None if a == b else f"{path} is {b!r}, expected {a!r}"
 
 
-def legacy_plan(
-    stage_configs: dict[int, dict], networks: dict[int, ModelConfig] | None = None
-) -> Plan:
-    """The plan implied by caches and model folders written before plans existed, which
-    recorded each stage's config (spacing, HU window, normalisation, margin) and nothing else:
-    METHOD.md's plan with those settings (stage 1 was cropped to the body then too)."""
-    plan = SSCN_TWOSTAGE
-    for stage, values in stage_configs.items():
-        changes = {
-            "spacing_mm": float(values["spacing_mm"]),
-            "sparsify": HuWindow(*values["hu_window"]),
-            "normalise": ZScore(values["norm_mean"], values["norm_std"]),
-            "crop_margin_vox": tuple(values["crop_margin_vox"]),
-        }
-        if networks and stage in networks:
-            changes["network"] = networks[stage]
-        plan = plan.with_stage(int(stage), **changes)
-    return plan
+def default_plan(method: str | None = None, preset: str | None = None) -> Plan:
+    """A registered method's default plan (the default method's without ``method``), with the
+    method's ``preset`` when given."""
+    from sparsekits.methods import DEFAULT_METHOD, get_method
 
-
-# METHOD.md's two stages.
-SSCN_TWOSTAGE = Plan(
-    method="sscn-twostage",
-    stages=(
-        StagePlan(
-            stage=1,
-            spacing_mm=1.99,
-            sparsify=HuWindow(-53.4, 283.2),
-            normalise=ZScore(48.10007, 62.645897),
-            body_crop=True,
-        ),
-        StagePlan(
-            stage=2,
-            spacing_mm=0.78,
-            sparsify=HuWindow(-300.0, 500.0),
-            normalise=ZScore(57.802067, 81.260414),
-            crop_margin_vox=(35, 35, 10),
-        ),
-    ),
-)
-
-PLANS: dict[str, Plan] = {SSCN_TWOSTAGE.method: SSCN_TWOSTAGE}
-# Twice METHOD.md's stage-1 spacing, for training stage 1 on a CPU in minutes (the demo, the
-# learning benchmark): eight times fewer sparse voxels. Stage 1 only has to find the kidneys.
-COARSE_STAGE1_SPACING_MM = 3.98
-DEFAULT_METHOD = SSCN_TWOSTAGE.method
-
-
-def default_plan(method: str = DEFAULT_METHOD) -> Plan:
-    if method not in PLANS:
-        raise ValueError(f"unknown method {method!r} (known: {', '.join(PLANS)})")
-    return PLANS[method]
+    return get_method(method or DEFAULT_METHOD).default_plan(preset)

@@ -10,7 +10,7 @@ from cli_runner import run_cli
 from sparsekits.bench.inputs import SweepPoint
 from sparsekits.bench.pipeline import BenchConfig, run_benchmark
 from sparsekits.errors import InputError
-from sparsekits.plan import SSCN_TWOSTAGE
+from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 
 STAGE1, STAGE2 = SSCN_TWOSTAGE.stages
 

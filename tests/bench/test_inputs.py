@@ -21,8 +21,8 @@ from sparsekits.bench.inputs import (
 from sparsekits.bench.twin import dense_input, sparse_input
 from sparsekits.data.geometry import Grid
 from sparsekits.data.sample import Sample
+from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 from sparsekits.models import build_model
-from sparsekits.plan import SSCN_TWOSTAGE
 
 STAGE1, STAGE2 = SSCN_TWOSTAGE.stages
 

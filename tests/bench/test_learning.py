@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from sparsekits.bench.learning import LearningConfig, learning_plan, split_label_maps
-from sparsekits.plan import SSCN_TWOSTAGE, check_same_input
+from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
+from sparsekits.plan import check_same_input
 
 
 def test_train_and_test_label_maps_are_disjoint_and_seeded(tmp_path):

@@ -8,7 +8,7 @@ from sparsekits.bench import inputs
 from sparsekits.bench.nnunet import KITS_3D_FULLRES, PYTHON_ENV_VAR, find_nnunet_python
 from sparsekits.bench.pipeline import BenchConfig, _Bench, _nnunet_volume
 from sparsekits.data.io import read_image
-from sparsekits.plan import SSCN_TWOSTAGE
+from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 
 
 def test_nnunet_input_is_the_central_patch_of_the_ct_at_plan_spacing(tiny_ct, tmp_path):

@@ -12,7 +12,7 @@ from scipy.spatial.transform import Rotation
 from sparsekits.data import geometry
 from sparsekits.data.geometry import Grid, resample, stage_grid_for
 from sparsekits.data.io import read_label_map
-from sparsekits.plan import SSCN_TWOSTAGE
+from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 from sparsekits.regions import labels_to_regions
 
 STAGE1, STAGE2 = SSCN_TWOSTAGE.stages

@@ -14,8 +14,8 @@ from sparsekits.data.geometry import Grid, resample
 from sparsekits.data.preprocess import preprocess_dataset
 from sparsekits.data.sample import load_sample
 from sparsekits.layout import CACHE_MANIFEST
+from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 from sparsekits.phantoms import write_phantom_dataset
-from sparsekits.plan import SSCN_TWOSTAGE
 from sparsekits.regions import labels_to_regions
 
 STAGE1, STAGE2 = SSCN_TWOSTAGE.stages
@@ -78,16 +78,16 @@ def test_samples_and_manifest_of_a_kits23_dataset(kits_dataset, tmp_path):
 
 def test_rerun_skips_finished_cases_and_changes_nothing(kits_dataset, tmp_path):
     cache = tmp_path / "cache"
-    preprocess_dataset(kits_dataset, cache, stages=(1,))
+    preprocess_dataset(kits_dataset, cache, roles=("roi",))
     files = sorted(cache.rglob("*.npz"))
     stamps = [f.stat().st_mtime_ns for f in files]
     manifest = (cache / "manifest.json").read_text()
-    again = preprocess_dataset(kits_dataset, cache, stages=(1,))
+    again = preprocess_dataset(kits_dataset, cache, roles=("roi",))
     assert again.skipped == ["case_00000", "case_00001"] and not again.processed
     assert [f.stat().st_mtime_ns for f in sorted(cache.rglob("*.npz"))] == stamps
     assert (cache / "manifest.json").read_text() == manifest
     # Asking for stage 2 later processes the cases again and keeps stage 1 in the manifest.
-    later = preprocess_dataset(kits_dataset, cache, stages=(2,))
+    later = preprocess_dataset(kits_dataset, cache, roles=("fine",))
     assert later.processed == ["case_00000", "case_00001"]
     entry = json.loads((cache / "manifest.json").read_text())["cases"]["case_00001"]
     assert "stage1" in entry and len(entry["stage2"]) == 2
@@ -114,8 +114,8 @@ def test_killed_write_leaves_no_sample_and_the_case_is_redone(kits_dataset, tmp_
 def test_two_worker_processes_give_the_same_samples(tmp_path):
     dataset = tmp_path / "phantoms"
     write_phantom_dataset(dataset, 2, seed=3, shape=(80, 64, 48), spacing=(4.0, 4.0, 5.0))
-    serial = preprocess_dataset(dataset, tmp_path / "serial", stages=(1,))
-    parallel = preprocess_dataset(dataset, tmp_path / "parallel", stages=(1,), workers=2)
+    serial = preprocess_dataset(dataset, tmp_path / "serial", roles=("roi",))
+    parallel = preprocess_dataset(dataset, tmp_path / "parallel", roles=("roi",), workers=2)
     assert sorted(parallel.processed) == serial.processed == ["case_00000", "case_00001"]
     for name in serial.processed:
         a = load_sample(tmp_path / "serial" / "stage1" / f"{name}.npz")
@@ -202,7 +202,7 @@ def test_cli_reports_each_bad_case_in_one_line_and_exits_non_zero(tmp_path):
 
 def test_case_errors_do_not_stop_the_others(kits_dataset, tmp_path):
     write_nifti(kits_dataset / "case_00009" / "imaging.nii.gz", synthetic_case()[0])
-    report = preprocess_dataset(kits_dataset, tmp_path / "cache", stages=(1,))
+    report = preprocess_dataset(kits_dataset, tmp_path / "cache", roles=("roi",))
     assert report.processed == ["case_00000", "case_00001"]
     assert list(report.failures) == ["case_00009"]
     assert report.failures["case_00009"].endswith("no label map for this case (training needs one)")

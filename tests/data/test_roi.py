@@ -7,7 +7,8 @@ import pytest
 
 from sparsekits.data.geometry import Grid, resample, stage_grid_for
 from sparsekits.data.roi import ellipsoid_element, extract_roi_components, roi_crop_grid
-from sparsekits.plan import SSCN_TWOSTAGE, RoiRule
+from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
+from sparsekits.plan import RoiRule
 
 STAGE1, STAGE2 = SSCN_TWOSTAGE.stages
 

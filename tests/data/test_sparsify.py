@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sparsekits.data.sparsify import body_box, box_slices, kept_fraction, sparsify
-from sparsekits.plan import SSCN_TWOSTAGE
+from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 
 STAGE1, STAGE2 = SSCN_TWOSTAGE.stages
 

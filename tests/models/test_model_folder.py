@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from sparsekits.errors import InputError
+from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 from sparsekits.models import ModelConfig, build_model, load_model_folder, save_model_folder
 from sparsekits.models.io import CONFIG_FILE, WEIGHTS_FILE
-from sparsekits.plan import SSCN_TWOSTAGE, Plan
+from sparsekits.plan import Plan
 
 EXTRA = {"plan": SSCN_TWOSTAGE.to_dict(), "stage": 2, "fold": 3, "val_loss": 0.41}
 

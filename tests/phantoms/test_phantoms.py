@@ -13,9 +13,9 @@ import scipy.ndimage as ndi
 from nibabel import orientations as ornt
 
 from cli_runner import run_cli
+from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 from sparsekits.phantoms import DEFAULT, PHASES, case_seed_of, make_phantom
 from sparsekits.phantoms.tissues import CYST_SUBTYPES, RENAL_TISSUES, TUMOUR_SUBTYPES, R
-from sparsekits.plan import SSCN_TWOSTAGE
 
 STAGE1, STAGE2 = SSCN_TWOSTAGE.stages
 

@@ -8,9 +8,9 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 from sparsekits.models import build_model
 from sparsekits.models.bundle import save_fold
-from sparsekits.plan import SSCN_TWOSTAGE
 
 SMALL_PLAN = SSCN_TWOSTAGE.with_network("small")
 

@@ -12,10 +12,10 @@ from predict_data import SMALL_PLAN, affine_for, save_random_model, synthetic_ct
 
 from cli_runner import run_cli
 from sparsekits.errors import InputError
-from sparsekits.plan import SSCN_TWOSTAGE
+from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 from sparsekits.predict import pipeline
 from sparsekits.predict.inference import load_stage_networks, predict_probabilities
-from sparsekits.predict.pipeline import TwoStagePredictor, predict
+from sparsekits.predict.pipeline import load_predictor, predict
 
 STAGE1, STAGE2 = SSCN_TWOSTAGE.stages
 
@@ -154,10 +154,10 @@ def test_tta_averages_the_mirrored_predictions(model_dir):
 def test_missing_stage_or_fold_is_an_input_error(tmp_path, model_dir):
     only_fold0 = save_random_model(tmp_path / "m", folds=(0,))
     with pytest.raises(InputError, match="fold"):
-        TwoStagePredictor(only_fold0, folds="0,1")
+        load_predictor(only_fold0, folds="0,1")
     (only_fold0 / "stage2" / "fold_0" / "config.json").unlink()
     with pytest.raises(InputError, match="stage-2"):
-        TwoStagePredictor(only_fold0)
+        load_predictor(only_fold0)
 
 
 def test_failure_leaves_no_output(tmp_path, model_dir, monkeypatch):
@@ -196,7 +196,7 @@ def test_stage2_runs_on_the_voxels_inside_roi_and_window(tmp_path, model_dir):
     image_path = write_nifti(tmp_path / "scan.nii.gz", synthetic_ct(7), affine_for("RAS"))
     from sparsekits.data.io import read_image
 
-    case = TwoStagePredictor(model_dir).predict_image(read_image(image_path), True)
+    case = load_predictor(model_dir).predict_image(read_image(image_path), True)
 
     (roi,) = case.rois
     assert roi.n_voxels == len(roi.coords) > 0

@@ -17,12 +17,13 @@ from sparsekits.data.preprocess import preprocess_dataset
 from sparsekits.data.sample import load_sample
 from sparsekits.errors import InputError
 from sparsekits.layout import PLAN_FILE, fold_dir
+from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 from sparsekits.models import build_model, save_model_folder
 from sparsekits.models.bundle import assemble_model, read_plan, save_fold
 from sparsekits.phantoms import write_phantom_dataset
-from sparsekits.plan import SSCN_TWOSTAGE, Plan, load_plan
+from sparsekits.plan import Plan, load_plan
 from sparsekits.predict import pipeline
-from sparsekits.predict.pipeline import TwoStagePredictor
+from sparsekits.predict.pipeline import load_predictor
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_cache_and_predictor_see_the_same_input_bit_for_bit(phantom_case, tmp_pa
 
         return resample(labels.array, labels.grid, grid1, order=0) > 0
 
-    TwoStagePredictor(model).predict_image(image, foreground_hook=ground_truth_rois)
+    load_predictor(model).predict_image(image, foreground_hook=ground_truth_rois)
     manifest = json.loads((cache / "manifest.json").read_text())["cases"]["case_00000"]
     cached = [load_sample(cache / manifest["stage1"]["file"])]
     cached += [load_sample(cache / entry["file"]) for entry in manifest["stage2"]]
@@ -129,7 +130,7 @@ def test_model_assemble_builds_the_model_folder_and_checks_the_runs(tmp_path):
     for stage in (1, 2):
         for fold in (0, 1):
             assert (fold_dir(tmp_path / "model", stage, fold) / "model.safetensors").is_file()
-    assert TwoStagePredictor(tmp_path / "model").stage2.folds == [0, 1]
+    assert load_predictor(tmp_path / "model").fine_nets.folds == [0, 1]
 
     with pytest.raises(InputError, match="stage 1 fold 0 is also in"):
         assemble_model([runs[0], runs[0], runs[2]], tmp_path / "again")
@@ -158,7 +159,7 @@ def test_a_model_folder_from_before_plans_loads_with_its_implied_plan(tmp_path):
             fold_dir(tmp_path / "model", stage, 0), build_model("small"), extra={"stage": config}
         )
     assert read_plan(tmp_path / "model") == SMALL_PLAN
-    assert TwoStagePredictor(tmp_path / "model").plan == SMALL_PLAN
+    assert load_predictor(tmp_path / "model").plan == SMALL_PLAN
 
 
 def test_a_fold_trained_with_another_plan_is_refused(tmp_path):
@@ -168,7 +169,7 @@ def test_a_fold_trained_with_another_plan_is_refused(tmp_path):
     (fold_dir(model, 1, 1)).parent.mkdir(exist_ok=True)
     (fold_dir(tmp_path / "odd", 1, 0)).rename(fold_dir(model, 1, 1))
     with pytest.raises(InputError, match=r"fold_1: this fold was made with another plan"):
-        TwoStagePredictor(model)
+        load_predictor(model)
 
 
 def test_the_roi_rule_thresholds_the_region_it_names():

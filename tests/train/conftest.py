@@ -20,5 +20,5 @@ def tiny_cache(tiny_dataset, tmp_path_factory) -> Path:
     from sparsekits.data.preprocess import preprocess_dataset
 
     cache = tmp_path_factory.mktemp("tiny_cache") / "cache"
-    preprocess_dataset(tiny_dataset, cache, stages=(1,))
+    preprocess_dataset(tiny_dataset, cache, roles=("roi",))
     return cache

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 
 from sparsekits.data.sparsify import sparsify
-from sparsekits.plan import SSCN_TWOSTAGE
+from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 from sparsekits.train import augment
 from sparsekits.train.augment import AugmentConfig, Crop, augment_crop
 

@@ -46,7 +46,7 @@ def test_stage2_rois_follow_their_case_and_both_stages_split_alike(tmp_path):
     from train_data import write_tiny_dataset
 
     dataset = write_tiny_dataset(tmp_path / "dataset", n_cases=5)
-    preprocess_dataset(dataset, tmp_path / "cache", stages=(1, 2))
+    preprocess_dataset(dataset, tmp_path / "cache", roles=None)
     stage1 = read_cache(tmp_path / "cache", 1)
     stage2 = read_cache(tmp_path / "cache", 2)
     assert stage1.cases == stage2.cases

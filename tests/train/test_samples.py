@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sparsekits.plan import SSCN_TWOSTAGE
+from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 from sparsekits.train.augment import Crop
 from sparsekits.train.samples import (
     Draw,
@@ -89,7 +89,7 @@ def test_a_cache_from_before_plans_is_read_with_its_implied_plan(tiny_cache, tmp
     import json
     import shutil
 
-    from sparsekits.plan import SSCN_TWOSTAGE
+    from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 
     old = tmp_path / "old_cache"
     shutil.copytree(tiny_cache, old)

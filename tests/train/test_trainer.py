@@ -18,8 +18,9 @@ import pytest
 import torch
 
 from cli_runner import cli_command, cli_env, run_cli
+from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 from sparsekits.models import load_model_folder
-from sparsekits.plan import SSCN_TWOSTAGE, Plan, Recipe, check_same_input
+from sparsekits.plan import Plan, Recipe, check_same_input
 from sparsekits.regions import REGION_NAMES
 from sparsekits.train.checkpoint import load_checkpoint
 from sparsekits.train.runlog import LOG_COLUMNS

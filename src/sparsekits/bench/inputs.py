@@ -17,13 +17,14 @@ import numpy as np
 
 from sparsekits.data.geometry import Grid, stage_grid_for
 from sparsekits.data.io import Image, read_image
-from sparsekits.data.roi import extract_roi_components
 from sparsekits.data.sample import Sample
 from sparsekits.data.sparsify import box_slices, sparsify
-from sparsekits.data.stage_view import StageView, stage1_view, stage2_view
+from sparsekits.data.stage_view import StageView
 from sparsekits.errors import InputError
 from sparsekits.layout import nifti_stem
-from sparsekits.plan import SSCN_TWOSTAGE, HuWindow, Plan
+from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
+from sparsekits.methods.sscn_twostage.chain import Chain, mask_foreground, roi_view, walk
+from sparsekits.plan import HuWindow, Plan
 
 # Every int16 HU value: a window that keeps each voxel.
 ALL_HU = (-32768.0, 32767.0)
@@ -50,7 +51,7 @@ DEFAULT_SWEEP = (
     SweepPoint((20.0, 60.0)),
     SweepPoint((0.0, 100.0)),
     SweepPoint((-100.0, 200.0)),
-    SweepPoint(SSCN_TWOSTAGE.stage(2).sparsify.bounds),
+    SweepPoint(SSCN_TWOSTAGE.stage("fine").sparsify.bounds),
     SweepPoint(ALL_HU, inside_roi=False),
 )
 
@@ -74,31 +75,29 @@ class BenchCase:
             raise InputError(labels_path, f"no voxel with a kidney label {list(kidney_labels)}")
         return cls(nifti_stem(image_path), image, kidney)
 
-    def roi_components(self, plan: Plan, view1: StageView) -> list[np.ndarray]:
-        """Dilated kidney components on stage 1's grid, largest first (as stage 1 cuts them)."""
-        kidney1 = view1.labels_of(self.kidney.astype(np.uint8), self.image.grid) > 0
-        return extract_roi_components(kidney1, plan.stage(1).spacing_mm, plan.roi)
+    def chain(self, plan: Plan) -> Chain:
+        """The scan walked through the stages with ROIs around the kidney mask (as the roi
+        stage cuts them)."""
+        return walk(self.image, plan, mask_foreground(self.kidney, self.image.grid))
 
 
 def stage1_sample(case: BenchCase, plan: Plan) -> Sample:
-    """The whole scan on stage 1's grid (the dense twin's input is its body box)."""
-    return _sample(case, 1, stage1_view(case.image, plan.stage(1)))
+    """The whole scan on the roi stage's grid (the dense twin's input is its body box)."""
+    return _sample(case, 1, roi_view(case.image, plan))
 
 
 def stage2_sample(case: BenchCase, plan: Plan, component: int = 0) -> Sample:
-    """Kidney ROI ``component`` (0 = largest) at stage 2's spacing: its crop box, kept = ROI and
-    the stage's rule."""
-    view1 = stage1_view(case.image, plan.stage(1))
-    components = case.roi_components(plan, view1)
-    if not components:
-        raise InputError(case.name, "the kidney mask gives no ROI component on the stage-1 grid")
-    roi = components[min(component, len(components) - 1)]
-    return _sample(case, 2, stage2_view(case.image, roi, view1.grid, plan.stage(2)))
+    """Kidney ROI ``component`` (0 = largest) at the fine stage's spacing: its crop box, kept =
+    ROI and the stage's rule."""
+    chain = case.chain(plan)
+    if not chain.components:
+        raise InputError(case.name, "the kidney mask gives no ROI component on the roi grid")
+    return _sample(case, 2, chain.fine_view(min(component, len(chain.components) - 1)))
 
 
 def sweep_sample(stage2: Sample, point: SweepPoint, plan: Plan) -> Sample:
     """``stage2``'s crop sparsified with ``point``'s window, inside the ROI or over the box."""
-    stage = dataclasses.replace(plan.stage(2), sparsify=HuWindow(*point.hu_window))
+    stage = dataclasses.replace(plan.stage("fine"), sparsify=HuWindow(*point.hu_window))
     mask = stage2.roi_mask if point.inside_roi else None
     coords, features = sparsify(stage2.hu, stage, mask)
     meta = {**stage2.meta, "sweep": point.label, "kept_fraction": len(coords) / stage2.hu.size}
@@ -115,7 +114,7 @@ def sweep_box(stage2: Sample, extent: int | None, plan: Plan) -> Sample:
     lo = np.clip(centre - size // 2, 0, shape - size)
     crop = box_slices(lo, lo + size)
     hu, roi_mask = stage2.hu[crop], stage2.roi_mask[crop]
-    coords, features = sparsify(hu, plan.stage(2), roi_mask)
+    coords, features = sparsify(hu, plan.stage("fine"), roi_mask)
     grid = Grid(tuple(shape), stage2.affine).crop(lo, lo + size)
     meta = {**stage2.meta, "kept_fraction": len(coords) / hu.size, "sweep_box": lo.tolist()}
     return dataclasses.replace(

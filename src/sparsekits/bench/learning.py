@@ -19,17 +19,17 @@ import json
 import math
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from sparsekits.experiment import run_experiment, test_seed
 from sparsekits.layout import KITS_LABEL, NIFTI_OUT
-from sparsekits.models.bundle import assemble_model
+from sparsekits.methods.sscn_twostage import COARSE_ROI_SPACING_MM, SSCN_TWOSTAGE
 from sparsekits.phantoms import DEFAULT as DEFAULT_PHANTOM
 from sparsekits.phantoms import PhantomConfig, write_phantom_dataset
-from sparsekits.plan import COARSE_STAGE1_SPACING_MM, SSCN_TWOSTAGE, Plan, Recipe, StagePlan
+from sparsekits.plan import Plan, Recipe
 
 # Phantoms in the phases KiTS holds, plus unenhanced scans like the real CT sample.
 LEARNING_PHANTOM = dataclasses.replace(
@@ -54,7 +54,7 @@ class LearningConfig:
     # Stage 1 as in the demo: on the coarse grid (a step on a KiTS-size scan at 1.99 mm costs
     # ~8x more), with the paper's Dice in every configuration (Dice + BCE left it finding no
     # kidney for 160-240 steps on the demo's phantoms); the configurations' loss is stage 2's.
-    stage1_spacing_mm: float = COARSE_STAGE1_SPACING_MM
+    stage1_spacing_mm: float = COARSE_ROI_SPACING_MM
     stage1_loss: str = "dice"
     train_cases: int = 20
     test_cases: int = 5
@@ -101,7 +101,9 @@ def write_phantoms(out: Path, maps: list[Path], seed: int, config: PhantomConfig
     return dataset
 
 
-def train_stage(cache: Path, plan: Plan, stage: int, seconds: float, out: Path, config) -> StageRun:
+def train_stage(
+    cache: Path, plan: Plan, stage: str | int, seconds: float, out: Path, config
+) -> StageRun:
     """Train ``stage`` of ``plan`` for about ``seconds`` of training (validation not counted): a
     timed probe sizes the number of steps. A finished run already in ``out`` is reused, so that
     an interrupted benchmark restarts where it stopped.
@@ -110,7 +112,7 @@ def train_stage(cache: Path, plan: Plan, stage: int, seconds: float, out: Path, 
     """
     from sparsekits.train.trainer import TrainConfig, train
 
-    if _finished(out, plan.stage(stage)):
+    if _finished(out, plan, stage):
         return _stage_run(out)
     recipe = plan.stage(stage).recipe
     base = TrainConfig(data=cache, stage=stage, fold=0, out=out, plan=plan, seed=config.seed,
@@ -133,7 +135,7 @@ def train_stage(cache: Path, plan: Plan, stage: int, seconds: float, out: Path, 
     return _stage_run(out)
 
 
-def _finished(run_dir: Path, stage: StagePlan) -> bool:
+def _finished(run_dir: Path, plan: Plan, stage: str | int) -> bool:
     """Whether ``run_dir`` holds a run of ``stage`` (its grid, input, network and recipe) that
     trained all its epochs; a run of another stage plan is refused, never reused."""
     from sparsekits.train.runlog import read_log
@@ -142,7 +144,7 @@ def _finished(run_dir: Path, stage: StagePlan) -> bool:
     if not config_path.exists():
         return False
     run_config = json.loads(config_path.read_text())
-    if run_config["plan"]["stages"][stage.stage - 1] != stage.to_dict():
+    if Plan.from_dict(run_config["plan"]).stage(stage) != plan.stage(stage):
         raise ValueError(f"{run_dir} holds a run of another plan: remove it, or use another --out")
     epochs = run_config["recipe"]["epochs"]
     rows = read_log(run_dir / "log.csv")
@@ -164,14 +166,14 @@ def real_ct_transfer(model_dir: Path, ct: Path, organs: Path, out: Path) -> dict
     volume predicted outside them (mL); overlays under ``out``."""
     from sparsekits.data.io import read_image
     from sparsekits.predict.overlay import write_overlays
-    from sparsekits.predict.pipeline import TwoStagePredictor
+    from sparsekits.predict.pipeline import load_predictor
 
     image = read_image(ct)
     organ_map = read_image(organs, require_hu=False)  # organ labels, not KiTS23's 0-3
     if not organ_map.grid.same_as(image.grid):
         raise ValueError(f"{organs}: grid {organ_map.grid} differs from {ct}'s {image.grid}")
     reference = np.isin(np.rint(organ_map.array), ORGAN_MAP_KIDNEYS)
-    prediction = TwoStagePredictor(model_dir).predict_image(image)
+    prediction = load_predictor(model_dir).predict_image(image)
     predicted = prediction.labels > 0
     voxel_ml = float(np.prod(image.grid.spacing)) / 1000
     dice = 2 * (predicted & reference).sum() / max(1, predicted.sum() + reference.sum())
@@ -191,7 +193,7 @@ def real_ct_transfer(model_dir: Path, ct: Path, organs: Path, out: Path) -> dict
 def learning_plan(preset: str, loss: str, config: LearningConfig) -> Plan:
     """METHOD.md's plan with ``preset``'s network, stage 1 on the benchmark's grid, and this
     benchmark's recipes: ``loss`` for stage 2, ``config.stage1_loss`` for stage 1."""
-    plan = SSCN_TWOSTAGE.with_network(preset).with_stage(1, spacing_mm=config.stage1_spacing_mm)
+    plan = SSCN_TWOSTAGE.with_network(preset).with_stage("roi", spacing_mm=config.stage1_spacing_mm)
     for stage in (1, 2):
         recipe = Recipe(
             loss=config.stage1_loss if stage == 1 else loss,
@@ -207,48 +209,60 @@ def learning_plan(preset: str, loss: str, config: LearningConfig) -> Plan:
 def run_learning(
     out: Path, label_maps: Path, real_ct: tuple[Path, Path] | None, config: LearningConfig
 ) -> dict:
-    """Everything above; returns (and writes to OUT/results.json) the figures of each config."""
-    from sparsekits.data.preprocess import preprocess_dataset
-    from sparsekits.evaluate.kits23 import evaluate_folders
-    from sparsekits.predict.pipeline import predict
-
+    """Everything above; returns (and writes to OUT/results.json) the figures of each config.
+    Each configuration is one ``run_experiment`` into OUT/configs/<preset>_<loss>/."""
     out.mkdir(parents=True, exist_ok=True)
     train_maps, test_maps = split_label_maps(
         label_maps, config.train_cases, config.test_cases, config.seed
     )
     train_set = write_phantoms(out / "train", train_maps, config.seed, config.phantom)
-    test_set = write_phantoms(out / "test", test_maps, config.seed + 1000, config.phantom)
-    cache = out / "cache"
-    preprocess_dataset(train_set, cache, learning_plan(*config.configs[0], config), workers=2)
+    test_set = write_phantoms(out / "test", test_maps, test_seed(config.seed), config.phantom)
     results: dict = {"config": _jsonable(config), "runs": {}}
     for preset, loss in config.configs:
         name = f"{preset}_{loss}"
         plan = learning_plan(preset, loss, config)
-        # Stage 1's plan does not depend on the loss: one stage-1 run per preset serves all.
-        run_dirs = (out / "runs" / f"{preset}_stage1", out / "runs" / name / "stage2")
-        stages = {}
-        for stage, share in ((1, config.stage1_share), (2, 1 - config.stage1_share)):
-            seconds = config.budget_s * share
-            stage_run = train_stage(cache, plan, stage, seconds, run_dirs[stage - 1], config)
-            stages[str(stage)] = dataclasses.asdict(stage_run)  # as JSON keys are
-        model = assemble_model(list(run_dirs), out / "models" / name)
-        predictions = out / "predictions" / name
-        start = time.perf_counter()
-        predict(test_set, predictions, model, save_probabilities=True, overlay=True)
-        predict_s = time.perf_counter() - start
-        evaluation = evaluate_folders(
-            predictions, test_set, output_csv=predictions / "evaluation.csv", roi_dir=predictions
+        # The roi stage's plan does not depend on the loss: one run per preset serves all.
+        run_dirs = {
+            "roi": out / "runs" / f"{preset}_stage1",
+            "fine": out / "runs" / name / "stage2",
+        }
+        stages: dict[str, dict] = {}
+        timings: dict[str, float] = {}
+        experiment = run_experiment(
+            out / "configs" / name,
+            plan,
+            train_set,
+            test_set,
+            _budgeted_trainer(config, stages),
+            run_dirs=run_dirs,
+            timings=timings,
+            cache=out / "cache",
         )
         entry = {
             "stages": stages,
-            "predict_s_per_case": predict_s / config.test_cases,
-            "test_mean": {k: v for k, v in evaluation.mean.items() if k != "case"},
+            "predict_s_per_case": timings["predict"] / config.test_cases,
+            "test_mean": {k: v for k, v in experiment.evaluation.mean.items() if k != "case"},
         }
         if real_ct is not None:
-            entry["real_ct"] = real_ct_transfer(model, *real_ct, out / "real_ct" / name)
+            entry["real_ct"] = real_ct_transfer(
+                experiment.model_dir, *real_ct, out / "real_ct" / name
+            )
         results["runs"][name] = entry
         (out / "results.json").write_text(json.dumps(results, indent=2))
     return results
+
+
+def _budgeted_trainer(config: LearningConfig, records: dict):
+    """A stage trainer that gives each stage its share of the budget (``train_stage``) and
+    records its run in ``records`` (keyed by stage number, as results.json always was)."""
+
+    def train(cache: Path, plan: Plan, role: str, run_dir: Path) -> Path:
+        share = config.stage1_share if role == plan.roles[0] else 1 - config.stage1_share
+        stage_run = train_stage(cache, plan, role, config.budget_s * share, run_dir, config)
+        records[str(plan.position(role))] = dataclasses.asdict(stage_run)
+        return run_dir
+
+    return train
 
 
 def _jsonable(config: LearningConfig) -> dict:

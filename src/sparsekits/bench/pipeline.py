@@ -35,7 +35,8 @@ from sparsekits.data.sample import save_sample
 from sparsekits.data.stage_view import resample_hu
 from sparsekits.errors import InputError
 from sparsekits.fileio import write_json_atomic, write_text_atomic
-from sparsekits.plan import SSCN_TWOSTAGE, Plan
+from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
+from sparsekits.plan import Plan
 
 KITS_LABELS = (1, 2, 3)
 
@@ -85,6 +86,11 @@ def run_benchmark(
     whose ``kidney_labels`` mark the kidneys); without it only stage 1 and nnU-Net are measured.
     The stages' views and networks come from ``plan`` (``preset`` replaces its networks).
     """
+    if plan.method != SSCN_TWOSTAGE.method:
+        # Sparse against its dense twin, stage by stage: a comparison of this method's networks.
+        raise InputError(
+            input, f"the twin benchmark measures {SSCN_TWOSTAGE.method}, not {plan.method}"
+        )
     if preset is not None:
         plan = plan.with_network(preset)
     input, out_dir = Path(input), Path(out_dir)
@@ -167,9 +173,9 @@ class _Bench:
         from sparsekits.models.bundle import save_fold
 
         torch.manual_seed(self.config.seed)
-        for stage in (1, 2):
+        for role in self.plan.roles:
             save_fold(
-                self.model_dir, self.plan, stage, 0, build_model(self.plan.stage(stage).network)
+                self.model_dir, self.plan, role, 0, build_model(self.plan.stage(role).network)
             )
 
     def save(self, name: str, sample) -> Path:

@@ -22,22 +22,19 @@ def measure_two_stage(
     warmup: int = 1,
     tta: bool = False,
 ) -> dict:
-    """Fresh-process target: ``TwoStagePredictor.predict_image`` on the CT in ``image_path``.
+    """Fresh-process target: the model's ``predict_image`` on the CT in ``image_path``.
 
     ``kidney_path`` is a .npy bool mask on the CT's grid that places the stage-2 ROIs.
     """
-    from sparsekits.data.geometry import resample
     from sparsekits.data.io import read_image
-    from sparsekits.predict.pipeline import TwoStagePredictor
+    from sparsekits.methods.sscn_twostage.chain import mask_foreground
+    from sparsekits.predict.pipeline import load_predictor
 
     image = read_image(image_path)
-    kidney = np.load(kidney_path).astype(np.uint8)
-    predictor = TwoStagePredictor(model_dir, device=device, folds=[0], tta=tta)
+    foreground = mask_foreground(np.load(kidney_path), image.grid)
+    predictor = load_predictor(model_dir, device=device, folds=[0], tta=tta)
     if torch.device(device).type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-
-    def foreground(grid1) -> np.ndarray:
-        return resample(kidney, image.grid, grid1, order=0) > 0
 
     stage_timings: list[dict] = []
 

@@ -2,16 +2,15 @@
 
 ```
 CACHE/manifest.json               the plan, cases, per-case files, kept fractions, errors
-CACHE/stage1/<case>.npz           the whole scan on the stage-1 grid (cropped to the body)
-CACHE/stage2/<case>_roi<k>.npz    one sample per ground-truth kidney ROI component (0 = largest)
+CACHE/<role>/<name>.npz           the samples of each stage (sscn-twostage: roi/<case>.npz, the
+                                  whole scan; fine/<case>_roi<k>.npz, one per kidney ROI)
 CACHE/cases/<case>.json           per-case done marker (its manifest entry), written last
 ```
 
-Every file is written atomically, and a case's marker only after its samples, so a killed run
-leaves no half-written sample and a re-run skips exactly the finished cases (and redoes those
-made with another plan's input). Each stage's view comes from ``sparsekits.data.stage_view``, as
-the predictor's does. Stage-2 crops come from the ground-truth kidney+masses foreground on the
-stage-1 grid, dilated as stage 1's ROIs are.
+The plan's method makes each case's samples (``Method.case_samples``) with the views its
+predictor uses. Every file is written atomically, and a case's marker only after its samples,
+so a killed run leaves no half-written sample and a re-run skips exactly the finished cases
+(and redoes those made with another plan's input).
 """
 
 from __future__ import annotations
@@ -27,17 +26,18 @@ import numpy as np
 from tqdm import tqdm
 
 from sparsekits.data.datasets import Case, find_cases
-from sparsekits.data.geometry import Grid
-from sparsekits.data.io import Image, read_image, read_label_map
-from sparsekits.data.roi import extract_roi_components
+from sparsekits.data.io import read_image, read_label_map
 from sparsekits.data.sample import Sample, save_sample
-from sparsekits.data.sparsify import kept_fraction
-from sparsekits.data.stage_view import StageView, stage1_view, stage2_view
 from sparsekits.errors import InputError
 from sparsekits.fileio import write_json_atomic
-from sparsekits.layout import CACHE_MANIFEST, CACHE_MARKERS, stage_dir
-from sparsekits.plan import SSCN_TWOSTAGE, Plan, StagePlan
-from sparsekits.regions import labels_to_regions
+from sparsekits.layout import (
+    CACHE_MANIFEST,
+    CACHE_MARKERS,
+    LEGACY_STAGE_PREFIX,
+    SAMPLE_SUFFIX,
+    stage_dir,
+)
+from sparsekits.plan import Plan
 
 
 @dataclass
@@ -52,26 +52,30 @@ class PreprocessReport:
 def preprocess_dataset(
     dataset: str | Path,
     cache: str | Path,
-    plan: Plan = SSCN_TWOSTAGE,
-    stages: Iterable[int] = (1, 2),
+    plan: Plan | None = None,
+    roles: Iterable[str | int] | None = None,
     workers: int = 1,
 ) -> PreprocessReport:
-    """Write the samples of every case of ``dataset`` into ``cache`` and its manifest.
+    """Write the samples of every case of ``dataset`` into ``cache`` and its manifest, for the
+    stages ``roles`` of ``plan`` (all of them by default).
 
     Finished cases (same image, same plan input) are skipped; a failing case is recorded (one
     line) and the others go on.
     """
+    from sparsekits.plan import default_plan
+
     cache = Path(cache)
-    stages = tuple(sorted(set(stages)))
+    plan = plan or default_plan()
+    roles = tuple(plan.role(role) for role in (roles or plan.roles))
     cases = find_cases(dataset)
     report = PreprocessReport(cache, cache / CACHE_MANIFEST)
     todo = []
     for case in cases:
-        if _is_done(cache, case, stages, plan):
+        if _is_done(cache, case, roles, plan):
             report.skipped.append(case.case_id)
         else:
             todo.append(case)
-    jobs = [(case, cache, stages, plan) for case in todo]
+    jobs = [(case, cache, roles, plan) for case in todo]
     with tqdm(total=len(jobs), desc="preprocess", unit="case") as bar:
         for case_id, error in _run(jobs, workers):
             if error is None:
@@ -79,81 +83,32 @@ def preprocess_dataset(
             else:
                 report.failures[case_id] = error
             bar.update()
-    _write_manifest(cache, Path(dataset), cases, stages, plan, report.failures)
+    _write_manifest(cache, Path(dataset), cases, roles, plan, report.failures)
     _print_summary(report)
     return report
 
 
-def preprocess_case(case: Case, cache: Path, stages: tuple[int, ...], plan: Plan) -> dict:
-    """Write ``case``'s samples for ``stages``, then its done marker; return its manifest entry."""
+def preprocess_case(case: Case, cache: Path, roles: tuple[str, ...], plan: Plan) -> dict:
+    """Write ``case``'s samples for ``roles``, then its done marker; return its manifest entry."""
+    from sparsekits.methods import get_method
+
     image = read_image(case.image)
     if case.label is None:
         raise InputError(case.image, "no label map for this case (training needs one)")
     labels = read_label_map(case.label, like=image).array
-    view1 = stage1_view(image, plan.stage(1))
-    labels1 = view1.labels_of(labels, image.grid)
+    method = get_method(plan.method)
     entry = {"image": _path_key(case.image), "label": _path_key(case.label), "inputs": {}}
-    if 1 in stages:
-        sample = _make_sample(case, plan.stage(1), -1, view1, labels1, image)
-        entry["stage1"] = _save(stage_dir(cache, 1) / f"{case.case_id}.npz", sample, cache)
-    if 2 in stages:
-        for stale in stage_dir(cache, 2).glob(f"{case.case_id}_roi*.npz"):
-            stale.unlink()
-        rois = extract_roi_components(labels1 > 0, plan.stage(1).spacing_mm, plan.roi)
-        entry["stage2"] = []
-        for k, roi in enumerate(rois):
-            view2 = stage2_view(image, roi, view1.grid, plan.stage(2))
-            labels2 = view2.labels_of(labels, image.grid)
-            sample = _make_sample(case, plan.stage(2), k, view2, labels2, image, view1.grid)
-            path = stage_dir(cache, 2) / f"{case.case_id}_roi{k}.npz"
-            entry["stage2"].append(_save(path, sample, cache))
-    entry["inputs"] = {str(s): stage_input(plan, s) for s in stages}
+    previous = _read_marker(cache, case.case_id) or {}
+    for role in roles:
+        for stale in stage_items(previous, role):  # e.g. ROIs that the new plan no longer finds
+            (cache / stale["file"]).unlink(missing_ok=True)
+        entry[role] = []
+    for role, name, sample in method.case_samples(case, image, labels, plan, roles):
+        path = stage_dir(cache, role) / f"{name}{SAMPLE_SUFFIX}"
+        entry[role].append(_save(path, sample, cache))
+    entry["inputs"] = {role: method.stage_input(plan, role) for role in roles}
     write_json_atomic(_marker(cache, case.case_id), _merged_entry(cache, case, entry))
     return entry
-
-
-def stage_input(plan: Plan, stage: int) -> dict:
-    """What a stage's samples depend on: its own input, and for stage 2 also stage 1's grid and
-    the ROI rule (ROIs are cut on stage 1's grid)."""
-    values = {"stage": plan.stage(stage).input_dict()}
-    if stage == 2:
-        values["stage1"] = plan.stage(1).input_dict()
-        values["roi"] = plan.input_dict()["roi"]
-    return values
-
-
-def _make_sample(
-    case: Case,
-    stage: StagePlan,
-    roi_index: int,
-    view: StageView,
-    labels: np.ndarray,
-    image: Image,
-    roi_grid: Grid | None = None,
-) -> Sample:
-    meta = {
-        "source_path": str(image.path),
-        "label_path": str(case.label),
-        "source_grid": image.grid.to_dict(),
-        "crop_grid": view.grid.to_dict(),
-        "kept_fraction": kept_fraction(view.coords, view.hu.shape),
-        "stage": stage.input_dict(),
-    }
-    if roi_grid is not None:
-        meta["roi_grid"] = roi_grid.to_dict()
-    return Sample(
-        case_id=case.case_id,
-        stage=stage.stage,
-        roi_index=roi_index,
-        hu=view.hu,
-        affine=view.grid.affine.copy(),
-        coords=view.coords,
-        features=view.features,
-        labels=labels,
-        regions=labels_to_regions(labels[tuple(view.coords.T)]),
-        roi_mask=view.roi_mask,
-        meta=meta,
-    )
 
 
 def _save(path: Path, sample: Sample, cache: Path) -> dict:
@@ -178,10 +133,10 @@ def _run(jobs: list[tuple], workers: int) -> Iterator[tuple[str, str | None]]:
         yield from pool.imap_unordered(_run_one, jobs)
 
 
-def _run_one(job: tuple[Case, Path, tuple[int, ...], Plan]) -> tuple[str, str | None]:
-    case, cache, stages, plan = job
+def _run_one(job: tuple[Case, Path, tuple[str, ...], Plan]) -> tuple[str, str | None]:
+    case, cache, roles, plan = job
     try:
-        preprocess_case(case, cache, stages, plan)
+        preprocess_case(case, cache, roles, plan)
     except InputError as error:
         return case.case_id, str(error)
     except Exception as error:  # one bad case must not stop the others; report it in one line
@@ -201,12 +156,15 @@ def _read_marker(cache: Path, case_id: str) -> dict | None:
         return None
 
 
-def _is_done(cache: Path, case: Case, stages: tuple[int, ...], plan: Plan) -> bool:
+def _is_done(cache: Path, case: Case, roles: tuple[str, ...], plan: Plan) -> bool:
+    from sparsekits.methods import get_method
+
     entry = _read_marker(cache, case.case_id)
     if entry is None or entry.get("image") != _path_key(case.image):
         return False
     inputs = entry.get("inputs", {})
-    return all(inputs.get(str(s)) == stage_input(plan, s) for s in stages)
+    method = get_method(plan.method)
+    return all(inputs.get(role) == method.stage_input(plan, role) for role in roles)
 
 
 def _path_key(path: Path) -> str:
@@ -228,7 +186,7 @@ def _write_manifest(
     cache: Path,
     dataset: Path,
     cases: list[Case],
-    stages: tuple[int, ...],
+    roles: tuple[str, ...],
     plan: Plan,
     failures: dict,
 ) -> None:
@@ -236,7 +194,7 @@ def _write_manifest(
     manifest = {
         "dataset": str(dataset),
         "plan": plan.to_dict(),
-        "requested_stages": list(stages),
+        "requested_stages": list(roles),
         "cases": {cid: entry for cid, entry in entries.items() if entry is not None},
         "errors": failures,
     }
@@ -251,3 +209,11 @@ def _print_summary(report: PreprocessReport) -> None:
     )
     for message in report.failures.values():
         print(f"  {message}", file=sys.stderr)
+
+
+def stage_items(entry: dict, role: str, position: int | None = None) -> list[dict]:
+    """A manifest entry's sample items of stage ``role`` (caches written before stages had
+    roles keyed them ``stage<position>``)."""
+    found = entry.get(role) or (entry.get(f"{LEGACY_STAGE_PREFIX}{position}") if position else [])
+    found = found or []
+    return [found] if isinstance(found, dict) else found

@@ -2,16 +2,19 @@
 
 ```
 MODEL/plan.json                     the plan the model was trained with (sparsekits.plan)
-MODEL/stage<k>/fold_<K>/            a model folder (sparsekits.models.io): config.json + weights
+MODEL/<role>/fold_<K>/              a model folder (sparsekits.models.io): config.json + weights
 ```
 
-Each fold's ``config.json`` also records the whole plan of its training run and its stage and
-fold (``extra``), which is what ``assemble_model`` checks when it builds MODEL from training
-runs: both stages present, no fold twice, and plans that agree (the input everywhere, each
-stage's network across its folds). ``MODEL/plan.json`` takes each stage from that stage's runs.
+``<role>`` is a stage of the plan's method (``roi``, ``fine`` for sscn-twostage). Each fold's
+``config.json`` also records the whole plan of its training run and its stage and fold
+(``extra``), which is what ``assemble_model`` checks when it builds MODEL from training runs:
+every stage of the method present, one method, no fold twice, and plans that agree (the input
+everywhere, each stage's network across its folds). ``MODEL/plan.json`` takes each stage from
+that stage's runs.
 
-Model folders written before plans existed (``extra.stage`` was the stage's config) are read
-with their implied plan (``sparsekits.plan.legacy_plan``).
+Older model folders still load: those written before stages had roles (``MODEL/stage<k>/``,
+``extra.stage`` a number) and those written before plans (``extra.stage`` was the stage's
+config; read with their implied plan, ``sscn_twostage.legacy_plan``).
 """
 
 from __future__ import annotations
@@ -21,52 +24,74 @@ from pathlib import Path
 
 from sparsekits.errors import InputError
 from sparsekits.fileio import write_json_atomic
-from sparsekits.layout import FOLD_PREFIX, PLAN_FILE, fold_dir, fold_number, stage_dir
+from sparsekits.layout import FOLD_PREFIX, PLAN_FILE, legacy_stage_dir, stage_dir
 from sparsekits.models.io import CONFIG_FILE, read_config, save_model_folder
-from sparsekits.plan import SSCN_TWOSTAGE, Plan, input_difference, legacy_plan
+from sparsekits.plan import Plan, input_difference
 
 RUN_MODEL = "model"  # a training run's best weights: RUN/model/
 
 
-def fold_record(fold_path: Path) -> tuple[Plan, int, int]:
-    """(plan, stage, fold) that a fold folder's config.json records; legacy folders get their
-    implied plan."""
+def fold_record(fold_path: Path) -> tuple[Plan, str, int]:
+    """(plan, stage role, fold) that a fold folder's config.json records; folders written
+    before plans get their implied plan."""
     header = read_config(fold_path / CONFIG_FILE)
     extra = header["extra"]
     try:
         fold = int(extra.get("fold", 0))
-        if isinstance(extra.get("stage"), dict):  # written before plans: a StageConfig
-            stage = int(extra["stage"]["stage"])
-            return legacy_plan({stage: extra["stage"]}, {stage: header["config"]}), stage, fold
-        return Plan.from_dict(extra["plan"]), int(extra["stage"]), fold
+        stage = extra["stage"]
+        if isinstance(stage, dict):  # written before plans: a StageConfig
+            from sparsekits.methods.sscn_twostage import legacy_plan
+
+            number = int(stage["stage"])
+            plan = legacy_plan({number: stage}, {number: header["config"]})
+            return plan, plan.role(number), fold
+        plan = Plan.from_dict(extra["plan"])
+        return plan, plan.role(stage), fold
     except (KeyError, TypeError, ValueError) as error:
         problem = f"no usable plan, stage or fold ({error})"
         raise InputError(fold_path / CONFIG_FILE, problem) from error
 
 
-def save_fold(model_dir: Path, plan: Plan, stage: int, fold: int, net, extra=None) -> Path:
-    """MODEL/stage<stage>/fold_<fold> holding ``net``, and MODEL/plan.json."""
-    record = {"plan": plan.to_dict(), "stage": stage, "fold": fold, **(extra or {})}
-    path = save_model_folder(fold_dir(model_dir, stage, fold), net, extra=record)
+def save_fold(model_dir: Path, plan: Plan, role: str, fold: int, net, extra=None) -> Path:
+    """MODEL/<role>/fold_<fold> holding ``net``, and MODEL/plan.json."""
+    record = {"plan": plan.to_dict(), "stage": role, "fold": fold, **(extra or {})}
+    path = save_model_folder(fold_path(model_dir, role, fold), net, extra=record)
     write_json_atomic(Path(model_dir) / PLAN_FILE, plan.to_dict())
     return path
 
 
-def available_folds(model_dir: Path, stage: int) -> list[int]:
-    folds = (fold_number(path) for path in stage_dir(model_dir, stage).glob(f"{FOLD_PREFIX}*"))
+def model_stage_dir(model_dir: Path, plan: Plan, role: str) -> Path:
+    """The folder of stage ``role`` in MODEL: ``MODEL/<role>``, or ``MODEL/stage<k>`` in a model
+    written before stages had roles."""
+    folder = stage_dir(model_dir, role)
+    legacy = legacy_stage_dir(model_dir, plan.position(role))
+    return legacy if not folder.is_dir() and legacy.is_dir() else folder
+
+
+def fold_path(model_dir: Path, role: str, fold: int, plan: Plan | None = None) -> Path:
+    """MODEL's folder of stage ``role``, fold ``fold`` (legacy layouts found with ``plan``)."""
+    folder = stage_dir(model_dir, role) if plan is None else model_stage_dir(model_dir, plan, role)
+    return folder / f"{FOLD_PREFIX}{fold}"
+
+
+def available_folds(model_dir: Path, plan: Plan, role: str) -> list[int]:
+    from sparsekits.layout import fold_number
+
+    folder = model_stage_dir(Path(model_dir), plan, role)
+    folds = (fold_number(path) for path in folder.glob(f"{FOLD_PREFIX}*"))
     return sorted(
         fold
         for fold in folds
-        if fold is not None and (fold_dir(model_dir, stage, fold) / CONFIG_FILE).is_file()
+        if fold is not None and (folder / f"{FOLD_PREFIX}{fold}" / CONFIG_FILE).is_file()
     )
 
 
-def require_folds(model_dir: Path, stage: int) -> list[int]:
+def require_folds(model_dir: Path, plan: Plan, role: str) -> list[int]:
     """``available_folds``; InputError when the stage has none."""
-    folds = available_folds(model_dir, stage)
+    folds = available_folds(model_dir, plan, role)
     if not folds:
-        expected = stage_dir(model_dir, stage) / f"{FOLD_PREFIX}K"
-        raise InputError(model_dir, f"no trained stage-{stage} model (expected {expected}/)")
+        expected = stage_dir(model_dir, role) / f"{FOLD_PREFIX}K"
+        raise InputError(model_dir, f"no trained {role} model (expected {expected}/)")
     return folds
 
 
@@ -78,41 +103,49 @@ def read_plan(model_dir: str | Path) -> Plan:
         from sparsekits.plan import load_plan
 
         return load_plan(path)
-    plan = SSCN_TWOSTAGE
-    for stage in (1, 2):
-        folds = require_folds(model_dir, stage)
-        implied, _, _ = fold_record(fold_dir(model_dir, stage, folds[0]))
-        plan = plan.with_stage_plan(implied.stage(stage))
+    if not model_dir.is_dir():
+        raise InputError(model_dir, "no such model folder")
+    from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
+
+    plan = SSCN_TWOSTAGE  # the only method before plans
+    for role in plan.roles:
+        folds = require_folds(model_dir, plan, role)
+        implied, _, _ = fold_record(fold_path(model_dir, role, folds[0], plan))
+        plan = plan.with_stage_plan(implied.stage(role))
     return plan
 
 
 def assemble_model(runs: list[str | Path], out: str | Path) -> Path:
     """MODEL folder ``out`` from training run folders (each holding RUN/model/)."""
     out = Path(out)
-    found: dict[tuple[int, int], tuple[Path, Plan]] = {}
+    found: dict[tuple[str, int], tuple[Path, Plan]] = {}
     for run in map(Path, runs):
-        fold_path = run / RUN_MODEL if (run / RUN_MODEL / CONFIG_FILE).is_file() else run
-        plan, stage, fold = fold_record(fold_path)
-        if (stage, fold) in found:
-            raise InputError(run, f"stage {stage} fold {fold} is also in {found[stage, fold][0]}")
-        found[stage, fold] = (fold_path, plan)
-    firsts = {}  # the plan of each stage's first fold
-    for (stage, _), (path, plan) in sorted(found.items()):
-        first = firsts.setdefault(stage, plan)
-        difference = input_difference(next(iter(firsts.values())), plan)
+        fold_folder = run / RUN_MODEL if (run / RUN_MODEL / CONFIG_FILE).is_file() else run
+        plan, role, fold = fold_record(fold_folder)
+        if (role, fold) in found:
+            raise InputError(run, f"stage {role} fold {fold} is also in {found[role, fold][0]}")
+        found[role, fold] = (fold_folder, plan)
+    firsts: dict[str, Plan] = {}  # the plan of each stage's first fold
+    for (role, _), (path, plan) in sorted(found.items()):
+        first = firsts.setdefault(role, plan)
+        reference = next(iter(firsts.values()))
+        if plan.method != reference.method:
+            raise InputError(path, f"holds a {plan.method} run, the others {reference.method}")
+        difference = input_difference(reference, plan)
         if difference is not None:
             raise InputError(path, f"its plan differs from the other runs': {difference}")
-        if plan.stage(stage).network != first.stage(stage).network:
-            raise InputError(path, f"its stage-{stage} network differs from the other folds'")
-    missing = [stage for stage in (1, 2) if stage not in firsts]
-    if missing:
-        raise InputError(out, f"no stage-{missing[0]} run among the {len(runs)} runs given")
-    plan = firsts[1]
-    for stage, first in firsts.items():
-        own = first.stage(stage)
-        plan = plan.with_stage(stage, network=own.network, recipe=own.recipe)
-    for (stage, fold), (path, _) in sorted(found.items()):
-        target = fold_dir(out, stage, fold)
+        if plan.stage(role).network != first.stage(role).network:
+            raise InputError(path, f"its {role} network differs from the other folds'")
+    plan = next(iter(firsts.values()), None)
+    missing = [role for role in (plan.roles if plan else ()) if role not in firsts]
+    if plan is None or missing:
+        what = missing[0] if missing else "any"
+        raise InputError(out, f"no {what} stage run among the {len(runs)} runs given")
+    for role, first in firsts.items():
+        own = first.stage(role)
+        plan = plan.with_stage(role, network=own.network, recipe=own.recipe)
+    for (role, fold), (path, _) in sorted(found.items()):
+        target = fold_path(out, role, fold)
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(path, target)
     write_json_atomic(out / PLAN_FILE, plan.to_dict())

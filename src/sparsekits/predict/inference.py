@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from sparsekits.errors import InputError
-from sparsekits.layout import fold_dir, stage_dir
 from sparsekits.plan import Plan, StagePlan, check_same_input
 from sparsekits.sparse import SparseTensor
 
@@ -52,35 +51,36 @@ def parse_folds(folds: str | Sequence[int]) -> list[int] | None:
 
 def load_stage_networks(
     model_dir: str | Path,
-    stage: int,
+    role: str,
     folds: str | Sequence[int],
     device: str | torch.device,
     plan: Plan,
 ) -> StageNetworks:
-    """Load ``MODEL/stage<stage>/fold_K`` for the requested folds (all found ones for ``"all"``);
+    """Load MODEL's stage ``role`` for the requested folds (all found ones for ``"all"``);
     every fold must have been trained with ``plan``'s input."""
-    from sparsekits.models import load_model_folder
-    from sparsekits.models.bundle import fold_record, require_folds
+    from sparsekits.models.bundle import fold_path, fold_record, model_stage_dir, require_folds
+    from sparsekits.models.io import load_model_folder
 
-    found = require_folds(Path(model_dir), stage)
+    model_dir = Path(model_dir)
+    found = require_folds(model_dir, plan, role)
     wanted = parse_folds(folds) or found
     missing = [fold for fold in wanted if fold not in found]
     if missing:
         raise InputError(
-            stage_dir(Path(model_dir), stage),
+            model_stage_dir(model_dir, plan, role),
             f"fold(s) {missing} not found (available: {', '.join(map(str, found))})",
         )
     device = torch.device(device)
     models = []
     for fold in wanted:
-        path = fold_dir(Path(model_dir), stage, fold)
-        fold_plan, fold_stage, _ = fold_record(path)
-        if fold_stage != stage:
-            raise InputError(path, f"holds a stage-{fold_stage} model")
+        path = fold_path(model_dir, role, fold, plan)
+        fold_plan, fold_role, _ = fold_record(path)
+        if fold_role != role:
+            raise InputError(path, f"holds a {fold_role} model, not {role}")
         check_same_input(plan, fold_plan, path, "this fold")
         model, _network_config, _extra = load_model_folder(path, device)
         models.append(model.eval())
-    return StageNetworks(stage=plan.stage(stage), models=models, folds=wanted, device=device)
+    return StageNetworks(stage=plan.stage(role), models=models, folds=wanted, device=device)
 
 
 def predict_probabilities(

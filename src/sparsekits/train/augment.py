@@ -17,25 +17,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from sparsekits.layout import AIR_HU
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    affine_p: float = 0.9
-    max_rotation: tuple[float, float, float] = (math.pi / 36, math.pi / 36, math.pi / 8)  # x,y,z
-    max_scale_change: float = 0.15
-    flip_p: float = 0.3  # per axis
-    intensity_scale_p: float = 0.3
-    intensity_scale: float = 0.1
-    intensity_shift_p: float = 0.3
-    intensity_shift_hu: float = 5.0
-    noise_p: float = 0.3
-    noise_std_hu: float = 1.0
-    smooth_p: float = 0.3
-    smooth_sigma: tuple[float, float] = (0.25, 1.5)
-    # What the affine brings in from outside the crop: air, outside both stages' HU windows.
-    pad_hu: float = AIR_HU
+from sparsekits.plan import Augmentation
 
 
 @dataclass
@@ -47,7 +29,7 @@ class Crop:
     roi_mask: np.ndarray | None = None  # bool, stage 2 only
 
 
-def augment_crop(crop: Crop, rng: np.random.Generator, config: AugmentConfig) -> Crop:
+def augment_crop(crop: Crop, rng: np.random.Generator, config: Augmentation) -> Crop:
     hu = crop.hu.astype(np.float32)
     labels, roi_mask = crop.labels, crop.roi_mask
     if rng.random() < config.affine_p:
@@ -74,7 +56,7 @@ def augment_crop(crop: Crop, rng: np.random.Generator, config: AugmentConfig) ->
     )
 
 
-def _random_matrix(rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
+def _random_matrix(rng: np.random.Generator, config: Augmentation) -> np.ndarray:
     """Output-to-input map (voxel units, about the crop centre): rotations, then 1/scale."""
     angles = [rng.uniform(-limit, limit) for limit in config.max_rotation]
     scales = 1.0 + rng.uniform(-config.max_scale_change, config.max_scale_change, size=3)

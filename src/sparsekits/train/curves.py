@@ -1,4 +1,4 @@
-"""Learning curves: Dice of each region against optimiser steps, training and validation, as PNG.
+"""Learning curves: Dice of each region (or class) against optimiser steps, training and validation, as PNG.
 
 The trainer redraws ``RUN/progress.png`` from ``RUN/log.csv`` after every epoch (as nnU-Net's
 ``progress.png``); ``plot_runs`` puts several runs side by side (benchmarks compare recipes).
@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from sparsekits.fileio import atomic_path
-from sparsekits.regions import REGION_NAMES
 from sparsekits.train.runlog import read_log
 
 PROGRESS_PNG = "progress.png"
@@ -27,6 +26,17 @@ def _series(rows: list[dict], column: str) -> tuple[list[int], list[float]]:
     return steps, values
 
 
+def _class_names(logs) -> list[str]:
+    """The classes (regions or labels) whose Dice the logs hold, from their column names."""
+    names: list[str] = []
+    for rows in logs:
+        for column in rows[0] if rows else ():
+            name = column.removeprefix("val_dice_")
+            if column.startswith("val_dice_") and name not in names:
+                names.append(name)
+    return names
+
+
 def plot_runs(runs: Mapping[str, Path], out_png: Path, title: str = "") -> Path:
     """One panel per region: train (dashed) and validation (solid) Dice of each run's log.csv."""
     import matplotlib
@@ -35,9 +45,11 @@ def plot_runs(runs: Mapping[str, Path], out_png: Path, title: str = "") -> Path:
     import matplotlib.pyplot as plt
 
     logs = {label: read_log(Path(log)) for label, log in runs.items()}
-    fig, axes = plt.subplots(1, len(REGION_NAMES), figsize=(5 * len(REGION_NAMES), 4), sharey=True)
+    names = _class_names(logs.values())
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), sharey=True, squeeze=False)
+    axes = axes[0]
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, region in zip(axes, REGION_NAMES, strict=True):
+    for ax, region in zip(axes, names, strict=True):
         for index, (label, rows) in enumerate(logs.items()):
             colour = colours[index % len(colours)]
             for split, style in (("train", "--"), ("val", "-")):

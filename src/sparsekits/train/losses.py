@@ -29,10 +29,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sparsekits.plan import Recipe
 from sparsekits.regions import REGION_NAMES
 from sparsekits.sparse import SparseAvgPool3d, SparseTensor
 
-DICE_SMOOTH = 1e-5
+# The recipe's defaults; a training run passes its own recipe's.
+DICE_SMOOTH = Recipe.dice_smooth
+DEEP_SUPERVISION_DECAY = Recipe.deep_supervision_decay
 LOSSES = ("dice", "dice+bce")
 
 
@@ -46,13 +49,17 @@ def pooled_targets(targets: SparseTensor, levels: int) -> list[SparseTensor]:
 
 
 def soft_dice_per_sample(
-    probs: torch.Tensor, targets: torch.Tensor, batch: torch.Tensor, batch_size: int
+    probs: torch.Tensor,
+    targets: torch.Tensor,
+    batch: torch.Tensor,
+    batch_size: int,
+    smooth: float = DICE_SMOOTH,
 ) -> torch.Tensor:
     """Soft Dice [B, R] of probabilities and targets [N, R], voxels grouped by ``batch`` [N]."""
     sums = probs.new_zeros(2, batch_size, probs.shape[1])
     sums[0].index_add_(0, batch, probs * targets)
     sums[1].index_add_(0, batch, probs + targets)
-    return (2 * sums[0] + DICE_SMOOTH) / (sums[1] + DICE_SMOOTH)
+    return (2 * sums[0] + smooth) / (sums[1] + smooth)
 
 
 def region_counts(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -67,17 +74,22 @@ def region_counts(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.stack([(predicted & truth).sum(0), predicted.sum(0), truth.sum(0)]).double().cpu()
 
 
-def pooled_dice(counts: torch.Tensor) -> dict[str, float]:
-    """Dice by region name from summed ``region_counts``; nan where a region is absent in both."""
+def pooled_dice(counts: torch.Tensor, names: tuple[str, ...] = REGION_NAMES) -> dict[str, float]:
+    """Dice by class name from summed counts [3, C] (``region_counts``); nan where a class is
+    absent in both."""
     intersection, predicted, truth = counts
     dice = (2 * intersection / (predicted + truth)).tolist()
-    return dict(zip(REGION_NAMES, dice, strict=True))
+    return dict(zip(names, dice, strict=True))
 
 
 def deep_supervision_loss(
-    outputs: list[SparseTensor], targets: SparseTensor, loss: str = "dice"
+    outputs: list[SparseTensor],
+    targets: SparseTensor,
+    loss: str = "dice",
+    smooth: float = DICE_SMOOTH,
+    decay: float = DEEP_SUPERVISION_DECAY,
 ) -> torch.Tensor:
-    """Sum over levels k of 1/2**k * the level's loss (see the module docstring); a scalar."""
+    """Sum over levels k of decay**k * the level's loss (see the module docstring); a scalar."""
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r} (known: {', '.join(LOSSES)})")
     pyramid = pooled_targets(targets, len(outputs))
@@ -87,12 +99,12 @@ def deep_supervision_loss(
         logits = output.features.float()
         batch = output.coords[:, 0].long()
         probs = torch.sigmoid(logits)
-        dice = soft_dice_per_sample(probs, target.features, batch, output.batch_size)
+        dice = soft_dice_per_sample(probs, target.features, batch, output.batch_size, smooth)
         level = (1 - dice.mean(0)).sum()
         if loss == "dice+bce":
             level = level + bce_per_sample(logits, target.features, batch, output.batch_size)
         levels.append(level)
-    weights = 0.5 ** torch.arange(len(levels), dtype=torch.float32, device=levels[0].device)
+    weights = decay ** torch.arange(len(levels), dtype=torch.float32, device=levels[0].device)
     return (weights * torch.stack(levels)).sum()
 
 

@@ -1,23 +1,16 @@
-"""AdamW with METHOD.md's settings; warm-up, constant, then cosine, stepped per optimiser step."""
+"""AdamW with a recipe's settings (``sparsekits.plan.Optimiser``); warm-up, constant, then cosine,
+stepped per optimiser step."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from sparsekits.plan import Optimiser
 
-@dataclass(frozen=True)
-class OptimConfig:
-    lr: float = 5e-4
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 1e-5
-    eps: float = 1e-12
-    warmup_epochs: float = 1.0
-    # 400 of 500 epochs in the paper: the cosine spans this fraction of the run, at its end.
-    cosine_fraction: float = 0.8
+DEFAULT_OPTIMISER = Optimiser()
 
 
 _NO_DECAY_MODULES = ("norm", "grn")
@@ -46,10 +39,12 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
+def build_optimizer(
+    model: nn.Module, lr: float, config: Optimiser = DEFAULT_OPTIMISER
+) -> torch.optim.AdamW:
     return torch.optim.AdamW(
         parameter_groups(model, config.weight_decay),
-        lr=config.lr,
+        lr=lr,
         betas=config.betas,
         eps=config.eps,
     )
@@ -71,7 +66,7 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, cosine_steps: int)
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, config: OptimConfig, steps_per_epoch: int, epochs: int
+    optimizer: torch.optim.Optimizer, config: Optimiser, steps_per_epoch: int, epochs: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     total = steps_per_epoch * epochs
     warmup = max(1, round(config.warmup_epochs * steps_per_epoch))

@@ -13,20 +13,33 @@ from pathlib import Path
 from sparsekits.fileio import write_text_atomic
 from sparsekits.regions import REGION_NAMES
 
-LOG_COLUMNS = (
-    "epoch",
-    "step",
-    "lr",
-    "train_loss",
-    *(f"train_dice_{name}" for name in REGION_NAMES),
-    "val_loss",
-    *(f"val_dice_{name}" for name in REGION_NAMES),
-    "seconds",
-)
+
+def log_columns(class_names: tuple[str, ...] = REGION_NAMES) -> tuple[str, ...]:
+    """log.csv's columns for a network whose Dice is reported per ``class_names``."""
+    return (
+        "epoch",
+        "step",
+        "lr",
+        "train_loss",
+        *(f"train_dice_{name}" for name in class_names),
+        "val_loss",
+        *(f"val_dice_{name}" for name in class_names),
+        "seconds",
+    )
+
+
+LOG_COLUMNS = log_columns()  # sscn-twostage's: Dice per region
 
 
 class RunLog:
-    def __init__(self, run_dir: Path, resume_epoch: int, resume_step: int):
+    def __init__(
+        self,
+        run_dir: Path,
+        resume_epoch: int,
+        resume_step: int,
+        class_names: tuple[str, ...] = REGION_NAMES,
+    ):
+        self.columns = log_columns(class_names)
         from torch.utils.tensorboard import SummaryWriter  # heavy import, main process only
 
         self.csv_path = run_dir / "log.csv"
@@ -42,9 +55,9 @@ class RunLog:
 
     def epoch(self, row: dict) -> None:
         """Record one epoch's metrics (missing columns, e.g. skipped validation, stay empty)."""
-        self.rows.append({column: row.get(column, "") for column in LOG_COLUMNS})
+        self.rows.append({column: row.get(column, "") for column in self.columns})
         self._write_csv()
-        for column in LOG_COLUMNS[2:-1]:
+        for column in self.columns[2:-1]:
             if row.get(column, "") != "":
                 self.writer.add_scalar(f"epoch/{column}", row[column], row["step"])
         self.writer.flush()
@@ -54,7 +67,7 @@ class RunLog:
 
     def _write_csv(self) -> None:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS)
+        writer = csv.DictWriter(buffer, fieldnames=self.columns)
         writer.writeheader()
         writer.writerows(self.rows)
         write_text_atomic(self.csv_path, buffer.getvalue())

@@ -30,9 +30,9 @@ from sparsekits.data.sample import Sample, load_sample
 from sparsekits.data.sparsify import sparsify
 from sparsekits.errors import InputError
 from sparsekits.layout import CACHE_MANIFEST
-from sparsekits.plan import Plan, StagePlan, legacy_plan
+from sparsekits.plan import Augmentation, Plan, StagePlan
 from sparsekits.regions import REGION_NAMES, labels_to_regions
-from sparsekits.train.augment import AugmentConfig, Crop, augment_crop
+from sparsekits.train.augment import Crop, augment_crop
 
 MASS = REGION_NAMES.index("mass")
 LESION_LABELS = (2, 3)  # tumour, cyst
@@ -66,7 +66,7 @@ class SampleSet(torch.utils.data.Dataset):
         self,
         paths: list[Path],
         stage: StagePlan,
-        augment: AugmentConfig | None = None,
+        augment: Augmentation | None = None,
         patch_vox: int | None = None,
     ):
         self.paths = list(paths)
@@ -208,14 +208,18 @@ def cache_plan(cache: Path) -> Plan:
     return _read_manifest(Path(cache))[1]
 
 
-def read_cache(cache: Path, stage: int) -> CacheIndex:
+def read_cache(cache: Path, stage: str | int) -> CacheIndex:
+    """The samples of stage ``stage`` (a role, or a 1-based position) in a cache."""
+    from sparsekits.data.preprocess import stage_items
+
     manifest_path = cache / CACHE_MANIFEST
     manifest, plan = _read_manifest(cache)
+    role, position = plan.role(stage), plan.position(stage)
     entries = manifest.get("cases", {})
-    items = {case: _stage_items(entry, stage) for case, entry in entries.items()}
+    items = {case: stage_items(entry, role, position) for case, entry in entries.items()}
     files = {case: [cache / item["file"] for item in found] for case, found in items.items()}
     if not any(files.values()):
-        problem = f"no stage-{stage} samples: preprocess with --stage {stage}"
+        problem = f"no {role} samples: preprocess with --stage {role}"
         raise InputError(manifest_path, problem)
     with_mass = frozenset(
         cache / item["file"]
@@ -230,12 +234,9 @@ def _manifest_plan(manifest: dict) -> Plan:
     """The cache's plan; caches written before plans recorded stage configs only."""
     if "plan" in manifest:
         return Plan.from_dict(manifest["plan"])
+    from sparsekits.methods.sscn_twostage import legacy_plan
+
     return legacy_plan({int(k): v for k, v in manifest["stages"].items()})
-
-
-def _stage_items(entry: dict, stage: int) -> list[dict]:
-    found = entry.get(f"stage{stage}") or []
-    return [found] if isinstance(found, dict) else found
 
 
 def _holds_mass(path: Path, item: dict) -> bool:

@@ -14,8 +14,10 @@ RUN/model/                 the best weights as a model folder (config.json + mod
 RUN/cache/                 the preprocessing cache, when --data was a raw dataset
 ```
 
-Stage-2 runs train on the cache's ROIs around the dilated ground-truth kidney components, not on
-ROIs from stage-1 predictions (see ``sparsekits.train.samples``). An optimiser step averages the
+The plan's method gives the training step of the stage (``Method.training_task``: dataset,
+network outputs, loss, Dice counts; ``sparsekits.train.task``); this module owns the loop around
+it. sscn-twostage's fine stage trains on the cache's ROIs around the dilated ground-truth kidney
+components, not on ROIs from roi-stage predictions. An optimiser step averages the
 gradients of ``accumulation`` samples (batch 1 each), split evenly over the DDP ranks, so the
 global batch and the learning-rate schedule do not depend on the number of processes.
 """
@@ -26,7 +28,7 @@ import math
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +39,11 @@ from tqdm import tqdm
 from sparsekits.errors import InputError
 from sparsekits.fileio import write_json_atomic
 from sparsekits.layout import CACHE_MANIFEST
-from sparsekits.models import build_model, resolve_config, save_model_folder
+from sparsekits.models.build import build_model
 from sparsekits.models.bundle import RUN_MODEL
+from sparsekits.models.config import resolve_config
+from sparsekits.models.io import save_model_folder
 from sparsekits.plan import Plan, Recipe, check_same_input, default_plan
-from sparsekits.regions import NUM_REGIONS, REGION_NAMES
-from sparsekits.sparse import SparseTensor
-from sparsekits.train.augment import AugmentConfig
 from sparsekits.train.checkpoint import (
     capture_rng_state,
     load_checkpoint,
@@ -58,14 +59,12 @@ from sparsekits.train.distributed import (
     init_distributed,
     shutdown_distributed,
 )
-from sparsekits.train.folds import N_FOLDS, load_or_create_splits
-from sparsekits.train.losses import LOSSES, deep_supervision_loss, pooled_dice, region_counts
-from sparsekits.train.optim import OptimConfig, build_optimizer, build_scheduler
+from sparsekits.train.folds import load_or_create_splits
+from sparsekits.train.losses import pooled_dice
+from sparsekits.train.optim import build_optimizer, build_scheduler
 from sparsekits.train.runlog import RunLog
 from sparsekits.train.samples import (
     Draw,
-    SampleSet,
-    SparseItem,
     cache_plan,
     epoch_order,
     per_rank_samples,
@@ -84,7 +83,7 @@ class TrainConfig:
     """One training run: which data, stage and fold, and where; the method comes from a plan."""
 
     data: Path  # a preprocessing cache (has manifest.json) or a raw dataset
-    stage: int
+    stage: str | int  # the stage's role (or its 1-based position) in the plan's method
     fold: int
     out: Path
     plan: Plan | None = None  # None: the cache's plan (for a raw dataset, the default plan)
@@ -102,7 +101,7 @@ class TrainConfig:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values["data"], values["out"] = str(self.data), str(self.out)
         values["plan"] = None if self.plan is None else self.plan.to_dict()
-        values["recipe"] = None if self.recipe is None else asdict(self.recipe)
+        values["recipe"] = None if self.recipe is None else self.recipe.to_dict()
         return values
 
 
@@ -128,10 +127,8 @@ class _Progress:
     order: list[tuple[int, bool]] | None = None  # the epoch's (sample, lesion-forced) draws
     loss_sum: float = 0.0  # this rank's training loss over the epoch so far
     loss_count: int = 0
-    # this rank's (predicted & true, predicted, true) voxel counts per region over the epoch
-    dice_counts: torch.Tensor = field(
-        default_factory=lambda: torch.zeros(3, NUM_REGIONS, dtype=torch.float64)
-    )
+    # this rank's (predicted & true, predicted, true) voxel counts per class over the epoch
+    dice_counts: torch.Tensor | None = None
     samples: int = 0  # samples this rank has trained on, over the whole run
     best_val_loss: float = math.inf
     best_epoch: int = -1
@@ -166,9 +163,13 @@ class _Trainer:
         if config.plan is not None:
             check_same_input(config.plan, index.plan, index.manifest, "this cache")
         self.plan = _effective_plan(config, config.plan or index.plan)
-        self.stage_plan = self.plan.stage(config.stage)
+        self.role = self.plan.role(config.stage)
+        self.stage_plan = self.plan.stage(self.role)
         recipe = self.recipe = self.stage_plan.recipe
         _check_config(config, recipe, context)
+        from sparsekits.methods import get_method
+
+        self.task = get_method(self.plan.method).training_task(self.plan, self.role)
         self.split = self._fold_split(index.cases)
         train_paths = index.paths_of(self.split["train"])
         val_paths = index.paths_of(self.split["val"])
@@ -178,10 +179,9 @@ class _Trainer:
                 f"fold {config.fold} has no training or no "
                 f"validation samples for stage {config.stage}",
             )
-        augment = AugmentConfig() if recipe.augment else None
-        self.train_set = SampleSet(train_paths, self.stage_plan, augment, recipe.patch_vox)
+        self.train_set = self.task.dataset(train_paths, train=True)
         self.lesion_indices = [i for i, path in enumerate(train_paths) if path in index.with_mass]
-        self.val_set = SampleSet(val_paths, self.stage_plan)
+        self.val_set = self.task.dataset(val_paths, train=False)
         self.samples_per_epoch = recipe.samples_per_epoch or len(self.train_set)
         self.local_accumulation = recipe.accumulation // context.world_size
         self.local_samples = per_rank_samples(self.samples_per_epoch, context.world_size)
@@ -190,15 +190,19 @@ class _Trainer:
 
         _seed_everything(config.seed + context.rank)
         self.net = build_model(self.stage_plan.network).to(context.device)
-        self.outputs = _FeatureOutputs(self.net)
-        self.model: torch.nn.Module = self.outputs
+        self.wrapped = self.task.wrap(self.net)
+        self.model: torch.nn.Module = self.wrapped
         if context.enabled:
             # The network owns deep-supervision heads that forward() may not use.
-            self.model = DistributedDataParallel(self.outputs, find_unused_parameters=True)
-        optim = OptimConfig(lr=recipe.lr)
-        self.optimizer = build_optimizer(self.net, optim)
-        self.scheduler = build_scheduler(self.optimizer, optim, self.steps_per_epoch, recipe.epochs)
+            self.model = DistributedDataParallel(self.wrapped, find_unused_parameters=True)
+        optimiser = recipe.optimiser
+        self.optimizer = build_optimizer(self.net, recipe.lr, optimiser)
+        self.scheduler = build_scheduler(
+            self.optimizer, optimiser, self.steps_per_epoch, recipe.epochs
+        )
         self.progress = self._resume() if config.resume else _Progress()
+        if self.progress.dice_counts is None:
+            self.progress.dice_counts = self._zero_counts()
 
     # -- setup ----------------------------------------------------------------------------------
     def _cache_dir(self) -> Path:
@@ -211,16 +215,17 @@ class _Trainer:
             from sparsekits.data.preprocess import preprocess_dataset
 
             plan = self.config.plan or default_plan()
-            preprocess_dataset(data, cache, plan, stages=(self.config.stage,))
+            preprocess_dataset(data, cache, plan, roles=(plan.role(self.config.stage),))
         barrier(self.context)
         return cache
 
     def _fold_split(self, cases: list[str]) -> dict[str, list[str]]:
         path = self.run_dir / "splits.json"
+        folds, seed = self.recipe.folds, self.recipe.split_seed
         if self.context.is_main:
-            load_or_create_splits(path, cases)
+            load_or_create_splits(path, cases, folds, seed)
         barrier(self.context)
-        return load_or_create_splits(path, cases)[self.config.fold]
+        return load_or_create_splits(path, cases, folds, seed)[self.config.fold]
 
     def _resume(self) -> _Progress:
         state = load_checkpoint(self.run_dir / LAST, map_location="cpu")
@@ -257,7 +262,7 @@ class _Trainer:
         log = None
         if self.context.is_main:
             write_json_atomic(self.run_dir / "config.json", config.to_dict())
-            log = RunLog(self.run_dir, progress.epoch, progress.step)
+            log = RunLog(self.run_dir, progress.epoch, progress.step, self.task.class_names)
         bar = tqdm(
             total=self.total_steps,
             initial=progress.step,
@@ -345,7 +350,9 @@ class _Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
             "train_loss": float(totals[0] / totals[1]),
         }
-        dice = pooled_dice(all_reduce_sum(progress.dice_counts, self.context))
+        dice = pooled_dice(
+            all_reduce_sum(progress.dice_counts, self.context), self.task.class_names
+        )
         row.update({f"train_dice_{name}": value for name, value in dice.items()})
         last_epoch = progress.epoch == self.recipe.epochs - 1
         improved = False
@@ -378,20 +385,15 @@ class _Trainer:
             collate_fn=_identity,
         )
 
-    def _loss(self, item: SparseItem) -> torch.Tensor:
-        inputs, targets = self._tensors(item)
+    def _loss(self, item) -> torch.Tensor:
+        inputs, targets = self.task.batch(item, self.context.device)
         with self._autocast():
-            features = self.model(inputs)
-        outputs = self.outputs.rebuild(features)
-        self.progress.dice_counts += region_counts(outputs[0].features, targets.features)
-        return deep_supervision_loss(outputs, targets, self.recipe.loss)
+            outputs = self.task.outputs(self.wrapped, self.model(inputs))
+        self.progress.dice_counts += self.task.counts(outputs, targets)
+        return self.task.loss(outputs, targets)
 
-    def _tensors(self, item: SparseItem) -> tuple[SparseTensor, SparseTensor]:
-        device = self.context.device
-        batch = torch.zeros((len(item.coords), 1), dtype=torch.int32)
-        coords = torch.cat([batch, item.coords.to(torch.int32)], dim=1)
-        inputs = SparseTensor(item.features.to(device), coords.to(device))
-        return inputs, inputs.replace(item.regions.to(device))
+    def _zero_counts(self) -> torch.Tensor:
+        return torch.zeros(3, len(self.task.class_names), dtype=torch.float64)
 
     def _autocast(self):
         """bf16 autocast on CUDA only (METHOD.md); CPU runs in float32."""
@@ -407,18 +409,19 @@ class _Trainer:
         """
         self.net.eval()
         losses = torch.zeros(2, dtype=torch.float64)  # loss sum, sample count
-        counts = torch.zeros(3, NUM_REGIONS, dtype=torch.float64)
+        counts = self._zero_counts()
         context = self.context
         for index in range(context.rank, len(self.val_set), context.world_size):
-            inputs, targets = self._tensors(self.val_set[Draw(index, (0, 0, 0))])
+            item = self.val_set[Draw(index, (0, 0, 0))]
+            inputs, targets = self.task.batch(item, context.device)
             with self._autocast():
-                outputs = self.net(inputs)
-            loss = deep_supervision_loss(outputs, targets, self.recipe.loss)
+                outputs = self.task.outputs(self.wrapped, self.wrapped(inputs))
+            loss = self.task.loss(outputs, targets)
             losses += torch.tensor([float(loss), 1.0], dtype=torch.float64)
-            counts += region_counts(outputs[0].features.float(), targets.features)
+            counts += self.task.counts(outputs, targets)
         self.net.train()
         losses = all_reduce_sum(losses, context)
-        dice = pooled_dice(all_reduce_sum(counts, context))
+        dice = pooled_dice(all_reduce_sum(counts, context), self.task.class_names)
         metrics = {"val_loss": float(losses[0] / losses[1])}
         metrics.update({f"val_dice_{name}": value for name, value in dice.items()})
         return metrics
@@ -462,11 +465,11 @@ class _Trainer:
     def _resume_key(self) -> dict:
         """What a resumed run must share with the run it continues (schedule and order)."""
         return {
-            "stage": self.config.stage,
+            "stage": self.role,
             "fold": self.config.fold,
             "seed": self.config.seed,
             "network": self.stage_plan.network.to_dict(),
-            "recipe": asdict(self.recipe),
+            "recipe": self.recipe.to_dict(),
         }
 
     def _model_extra(self, row: dict) -> dict:
@@ -474,11 +477,11 @@ class _Trainer:
         recipe as trained), stage and fold, and how the model scored."""
         return {
             "plan": self.plan.to_dict(),
-            "stage": self.config.stage,
+            "stage": self.role,
             "fold": self.config.fold,
             "epoch": row["epoch"],
             "val_loss": row["val_loss"],
-            "val_dice": {name: row[f"val_dice_{name}"] for name in REGION_NAMES},
+            "val_dice": {name: row[f"val_dice_{name}"] for name in self.task.class_names},
             "seed": self.config.seed,
             "cases": self.split,
         }
@@ -497,53 +500,25 @@ class _Trainer:
         )
 
 
-class _FeatureOutputs(torch.nn.Module):
-    """The network with its outputs' features as plain tensors, which DDP can follow.
-
-    DDP finds the autograd graph (and the unused deep-supervision heads) through the tensors a
-    forward returns; it cannot look inside SparseTensors. ``rebuild`` puts the features it hands
-    back onto the coordinates of the last forward's outputs.
-    """
-
-    def __init__(self, net: torch.nn.Module):
-        super().__init__()
-        self.net = net
-        self._last: list[SparseTensor] = []
-
-    def forward(self, inputs: SparseTensor) -> list[torch.Tensor]:
-        self._last = self.net(inputs)
-        return [output.features for output in self._last]
-
-    def rebuild(self, features: list[torch.Tensor]) -> list[SparseTensor]:
-        outputs, self._last = self._last, []
-        return [out.replace(f) for out, f in zip(outputs, features, strict=True)]
-
-
 def _effective_plan(config: TrainConfig, plan: Plan) -> Plan:
     """``plan`` with this run's network and recipe for its stage."""
     stage = plan.stage(config.stage)
     network = stage.network if config.network is None else resolve_config(config.network)
-    return plan.with_stage(config.stage, network=network, recipe=config.recipe or stage.recipe)
+    return plan.with_stage(stage.role, network=network, recipe=config.recipe or stage.recipe)
 
 
 def _check_config(config: TrainConfig, recipe: Recipe, context: DistContext) -> None:
-    if not 0 <= config.fold < N_FOLDS:
-        raise ValueError(f"fold must be in 0..{N_FOLDS - 1}, got {config.fold}")
+    """What the plan cannot check: this run's fold, processes and intervals (the recipe was
+    validated with its plan)."""
+    if not 0 <= config.fold < recipe.folds:
+        raise ValueError(f"fold must be in 0..{recipe.folds - 1}, got {config.fold}")
     if recipe.accumulation % context.world_size:
         raise ValueError(
             f"accumulation {recipe.accumulation} must be a multiple of the "
             f"{context.world_size} processes"
         )
-    if recipe.loss not in LOSSES:
-        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {recipe.loss!r}")
-    if recipe.patch_vox is not None and recipe.patch_vox < 8:
-        raise ValueError(f"patch_vox must be at least 8 voxels, got {recipe.patch_vox}")
-    if not 0 <= recipe.lesion_oversampling <= 1:
-        raise ValueError(f"lesion_oversampling must be in [0, 1], got {recipe.lesion_oversampling}")
-    counts = {"epochs": recipe.epochs, "accumulation": recipe.accumulation}
-    counts.update(val_every=config.val_every, checkpoint_every=config.checkpoint_every)
-    for name, value in counts.items():
-        if value < 1:
+    for name in ("val_every", "checkpoint_every"):
+        if getattr(config, name) < 1:
             raise ValueError(f"{name} must be at least 1")
 
 

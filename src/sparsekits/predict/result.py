@@ -1,0 +1,50 @@
+"""What a method's predictor returns, whatever the method: the label map on the input's grid,
+the ROIs it worked in, and timings. ``sparsekits.predict.pipeline`` writes it out (label map,
+volume report, probabilities, overlays) the same way for every method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from sparsekits.data.geometry import Grid
+    from sparsekits.data.io import Image
+    from sparsekits.plan import Plan
+
+
+@dataclass
+class RoiPrediction:
+    """One region of interest: where it is and what the fine stage saw and predicted there."""
+
+    index: int
+    crop_grid: Grid  # the fine stage's grid of this ROI
+    voxel_box: tuple[tuple[int, int], ...]  # (start, stop) per input-grid axis
+    world_box: tuple[list[float], list[float]]  # RAS mm corners (min, max) of the crop
+    n_voxels: int  # voxels the fine stage ran on
+    timings: dict[str, float]
+    coords: np.ndarray | None = None  # [N, 3] on crop_grid, kept with keep_probabilities
+    probabilities: np.ndarray | None = None  # [N, C] float32, kept with keep_probabilities
+
+
+@dataclass
+class CasePrediction:
+    labels: np.ndarray  # uint8 0-3, the input's shape
+    grid: Grid  # the input's grid
+    rois: list[RoiPrediction]
+    timings: dict[str, float]
+    roi_mask: np.ndarray | None = None  # uint8 on the input grid: ROI k is k + 1
+    first_stage_voxels: int = 0  # voxels the first stage ran on
+
+
+class Predictor(Protocol):
+    """A method's networks and plan, loaded once and used for every input of a run."""
+
+    plan: Plan
+
+    def predict_image(self, image: Image, keep_probabilities: bool = False) -> CasePrediction:
+        """Label map of ``image`` on its own grid."""
+        ...
