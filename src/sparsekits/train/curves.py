@@ -1,4 +1,4 @@
-"""Learning curves: Dice of each region (or class) against optimiser steps, training and validation, as PNG.
+"""Learning curves: Dice of each region (or class) against optimiser steps, train and validation.
 
 The trainer redraws ``RUN/progress.png`` from ``RUN/log.csv`` after every epoch (as nnU-Net's
 ``progress.png``); ``plot_runs`` puts several runs side by side (benchmarks compare recipes).
