@@ -26,10 +26,10 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from _sections import command_line, update_section
 from sparsekits.bench.inputs import ALL_HU, SweepPoint
 from sparsekits.bench.pipeline import BenchConfig, run_benchmark, write_outputs
 from sparsekits.bench.render import render_markdown
-from sparsekits.bench.report import update_section
 from sparsekits.fileio import write_json_atomic
 from sparsekits.plan import SSCN_TWOSTAGE
 
@@ -176,13 +176,9 @@ def _section(claim: ClaimInput, results: dict) -> str:
 
 
 def _command(args, name: str) -> str:
-    return " ".join(
-        ["python benchmarks/claims.py", f"--inputs {name}"]
-        + ([f"--device {args.device}"] if args.device != "cpu" else [])
-        + ([f"--preset {args.preset}"] if args.preset != "paper" else [])
-        + (["--quick"] if args.quick else [])
-        + (["--no-nnunet"] if args.no_nnunet else [])
-        + (["--no-sweep"] if args.no_sweep else [])
+    """The command that measures input ``name`` alone, as this run did (not re-rendering)."""
+    return command_line(
+        __file__, argparse.Namespace(**{**vars(args), "inputs": name}), ("from_json",)
     )
 
 

@@ -12,14 +12,15 @@ Command (from the repository root):
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import time
 from pathlib import Path
 
 from sparsekits.bench.measure import run_in_fresh_process
-from sparsekits.bench.report import markdown_table, measured_on, update_section
+from sparsekits.bench.report import load_average, measured_on
+from sparsekits.evaluate.tables import lesions_table, scores_table
+from sparsekits.markdown import markdown_table
 
 TIME_LIMIT_S = 300.0
 DICE_TARGETS = {"Dice_kidney": 0.90, "Dice_masses": 0.70, "Dice_tumor": 0.60}
@@ -43,11 +44,10 @@ def report(runs: list[dict], command: str, load_at_start: float) -> str:
     rows = [[step, f"{_median(runs, 'timings_s', step):.0f}"] for step in steps]
     wall = _median(runs, "wall_s")
     rows.append(["**total (wall, fresh process)**", f"**{wall:.0f}**"])
-    scores = list(runs[0]["mean"])
-    score_row = [_score(key, _median(runs, "mean", key)) for key in scores]
+    test = {key: _median(runs, "mean", key) for key in runs[0]["mean"]}
     verdicts = [f"at most {TIME_LIMIT_S:.0f} s -> {_met(wall <= TIME_LIMIT_S)}"]
     for key, target in DICE_TARGETS.items():
-        verdicts.append(f"{key} >= {target} -> {_met(_median(runs, 'mean', key) >= target)}")
+        verdicts.append(f"{key} >= {target} -> {_met(test[key] >= target)}")
     verdict = f"Targets (issue 11, quiet machine): {'; '.join(verdicts)}."
     lines = [
         "## The end-to-end demo (`sparsekits demo`)",
@@ -58,20 +58,17 @@ def report(runs: list[dict], command: str, load_at_start: float) -> str:
         "",
         markdown_table(["step", "seconds"], rows),
         "",
-        "Held-out test phantoms, mean over cases (KiTS23 rules):",
+        "Held-out test phantoms (KiTS23 rules): the mean over cases of each score, the total "
+        "over cases of each lesion count (median over runs):",
         "",
-        markdown_table(scores, [score_row]),
+        scores_table([], mean=test),
+        "",
+        lesions_table([], total=test),
         "",
         verdict,
         *measured_on(command, load_at_start),
     ]
     return "\n".join(lines)
-
-
-def _score(key: str, value: float) -> str:
-    from sparsekits.evaluate.kits23 import LESION_COLUMNS
-
-    return f"{value:g}" if key in LESION_COLUMNS else f"{value:.3f}"
 
 
 def _met(ok: bool) -> str:
@@ -89,13 +86,15 @@ def _median(runs: list[dict], *keys: str) -> float:
 
 
 def main() -> None:
+    from _sections import command_line, update_section  # here, not at the top: see _sections.py
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path("/tmp/sparsekits-demo-benchmark"))
     parser.add_argument("--no-write", action="store_true", help="print, do not touch BENCHMARKS.md")
     args = parser.parse_args()
-    command = f"python benchmarks/demo.py --runs {args.runs}"
-    load_at_start = os.getloadavg()[0]
+    command = command_line(__file__, args, omit=("work",))
+    load_at_start = load_average()
     runs = []
     for index in range(args.runs):
         out = args.work / f"run{index}"

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import shutil
 from pathlib import Path
 
+from _sections import command_line, update_section
 from sparsekits.bench.learning import LearningConfig, run_learning
-from sparsekits.bench.report import markdown_table, measured_on, update_section
+from sparsekits.bench.report import load_average, measured_on
+from sparsekits.evaluate.kits23 import lesion_summary
+from sparsekits.markdown import markdown_table
 from sparsekits.train.curves import plot_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,10 +45,8 @@ def report(results: dict, config: LearningConfig, out: Path, command: str, load:
                     for s in (1, 2)
                 ),
                 *(f"{mean[c]:.3f}" for c in (*GOALS, "SD_kidney", "SD_masses", "SD_tumor")),
-                f"{mean['tumours_found']}/{mean['tumours_found'] + mean['tumours_missed']}, "
-                f"{mean['tumours_false']} false",
-                f"{mean['cysts_found']}/{mean['cysts_found'] + mean['cysts_missed']}, "
-                f"{mean['cysts_false']} false",
+                lesion_summary(mean, "tumours"),
+                lesion_summary(mean, "cysts"),
                 f"{mean['ROI_recall']:.3f}",
             ]
         )
@@ -58,8 +58,8 @@ def report(results: dict, config: LearningConfig, out: Path, command: str, load:
         "SD_kidney",
         "SD_masses",
         "SD_tumor",
-        "tumours found",
-        "cysts found",
+        "tumours",
+        "cysts",
         "ROI recall",
     ]
     best = max(runs, key=lambda name: runs[name]["test_mean"]["Dice_masses"])
@@ -145,7 +145,7 @@ def main() -> None:
     if args.configs:
         configs = tuple(tuple(item.split(":")) for item in args.configs.split(","))
         config = dataclasses.replace(config, configs=configs)
-    load = os.getloadavg()[0]
+    load = load_average()
     ct = SHARED / "ct-samples"
     real_ct = (ct / "abdomen_ct_3mm.nii.gz", ct / "abdomen_ct_3mm_organs.nii.gz")
     results = run_learning(
@@ -164,9 +164,7 @@ def main() -> None:
     best = max(results["runs"], key=lambda n: results["runs"][n]["test_mean"]["Dice_masses"])
     for png in (args.out / "real_ct" / best).glob("*.png"):
         shutil.copy(png, FIGURES / png.name)
-    command = "python benchmarks/learning.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False)
-    )
+    command = command_line(__file__, args)
     body = report(results, config, args.out, command, load)
     print(body)
     if not args.no_report:

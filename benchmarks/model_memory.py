@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from sparsekits.bench.measure import run_in_fresh_process, time_median
-from sparsekits.bench.report import markdown_table, measured_on, update_section
+from sparsekits.bench.report import load_average, measured_on
+from sparsekits.markdown import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "benchmarks.model_memory:measure_forward"
@@ -150,6 +151,8 @@ def row(name: str, result: dict) -> list:
 
 
 def main() -> None:
+    from _sections import command_line, update_section  # here, not at the top: see _sections.py
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--voxels", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
@@ -157,11 +160,8 @@ def main() -> None:
     parser.add_argument("--dense-limit-gb", type=float, default=8.0)
     parser.add_argument("--no-write", action="store_true", help="print, do not touch BENCHMARKS.md")
     args = parser.parse_args()
-    command = (
-        f"python benchmarks/model_memory.py --voxels {args.voxels} --repeats {args.repeats} "
-        f"--warmup {args.warmup} --dense-limit-gb {args.dense_limit_gb:g}"
-    )
-    start, load_at_start = time.perf_counter(), os.getloadavg()[0]
+    command = command_line(__file__, args)
+    start, load_at_start = time.perf_counter(), load_average()
     results = run(args.voxels, args.repeats, args.warmup, args.dense_limit_gb)
     body = report(results, command, args.dense_limit_gb, load_at_start)
     print(body)

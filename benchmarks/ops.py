@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from sparsekits.bench.measure import run_in_fresh_process, time_median
-from sparsekits.bench.report import markdown_table, measured_on, update_section
+from sparsekits.bench.report import load_average, measured_on
+from sparsekits.markdown import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "benchmarks.ops"
@@ -241,9 +242,8 @@ def run_benchmark(quick: bool, device: str) -> tuple[list[list[object]], list[li
     return rows, map_rows
 
 
-def report(rows, map_rows, quick: bool, device: str, load_at_start: float) -> str:
+def report(rows, map_rows, device: str, command: str, load_at_start: float) -> str:
     memory = "CUDA max_memory_allocated" if device == "cuda" else "peak RSS above baseline"
-    command = "python benchmarks/ops.py" + (" --quick" if quick else "") + f" --device {device}"
     header = [
         "op",
         "grid",
@@ -286,6 +286,8 @@ like spconv/TorchSparse.
 
 
 def main(argv: list[str] | None = None) -> None:
+    from _sections import command_line, update_section  # here, not at the top: see _sections.py
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small grid (one minute)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -293,9 +295,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA device")
     os.chdir(REPO)  # the fresh processes import this file as benchmarks.ops
-    load_at_start = os.getloadavg()[0]
+    load_at_start = load_average()
     rows, map_rows = run_benchmark(args.quick, args.device)
-    body = report(rows, map_rows, args.quick, args.device, load_at_start)
+    body = report(rows, map_rows, args.device, command_line(__file__, args), load_at_start)
     print(body)
     update_section(SECTION if args.device == "cpu" else f"{SECTION}_cuda", body)
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsekits.bench.report import markdown_table, update_section
+from _sections import command_line, update_section
+from sparsekits.markdown import markdown_table
 from sparsekits.phantoms.lesions import (
     KITS23_CYSTS,
     KITS23_TUMOURS,
@@ -60,7 +61,7 @@ def _matches(fitted: LesionDistribution, constant: LesionDistribution) -> bool:
     return counts_match and np.allclose(fitted.log_diameter_mm, constant.log_diameter_mm, atol=0.01)
 
 
-def tissue_tables() -> str:
+def tissue_tables(command: str) -> str:
     """One table per tissue group: mean HU (case SD, texture) per phase."""
     lines = ["## HU per tissue and contrast phase", ""]
     lines.append(
@@ -79,7 +80,7 @@ def tissue_tables() -> str:
                 ]
             )
         lines += ["", f"### {title}", "", markdown_table(["tissue", *PHASES], rows)]
-    lines += ["", "Command: `python benchmarks/phantoms.py`"]
+    lines += ["", f"Command: `{command}`"]
     return "\n".join(lines)
 
 
@@ -91,6 +92,7 @@ def main() -> None:
     if not files:
         raise SystemExit(f"{args.labels}: no label maps")
     stats = measure_lesions(files)
+    command = command_line(__file__, args)
     header = [
         "lesion",
         "lesions",
@@ -112,11 +114,11 @@ def main() -> None:
             "",
             markdown_table(header, rows),
             "",
-            "Command: `python benchmarks/phantoms.py`",
+            f"Command: `{command}`",
         ]
     )
     update_section("kits23_lesions", body, REPORT)
-    update_section("tissues", tissue_tables(), REPORT)
+    update_section("tissues", tissue_tables(command), REPORT)
     print(body)
 
 

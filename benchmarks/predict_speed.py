@@ -109,8 +109,9 @@ def measure(work: str, repeats: int = 3, warmup: int = 1, profile: bool = False)
     return result
 
 
-def _report(inputs: dict, result: dict, command: str) -> str:
-    from sparsekits.bench.report import machine_summary, markdown_table
+def _report(inputs: dict, result: dict, command: str, load_at_start: float) -> str:
+    from sparsekits.bench.report import measured_on
+    from sparsekits.markdown import markdown_table
 
     steps = [[name, f"{seconds:.2f}"] for name, seconds in result["steps_s"].items()]
     rois = [
@@ -132,9 +133,6 @@ def _report(inputs: dict, result: dict, command: str) -> str:
         [
             "## Two-stage prediction speed (paper preset, CPU)",
             "",
-            f"Machine: {machine_summary()}",
-            f"Command: `{command}`",
-            "",
             f"Input: phantom on the real KiTS23 label map case_00000, shape {inputs['shape']}, "
             f"spacing {[round(s, 3) for s in inputs['spacing']]} mm; stage 1 on "
             f"{result['stage1_voxels']} sparse voxels at 1.99 mm. Random weights; ROIs from the "
@@ -152,13 +150,16 @@ def _report(inputs: dict, result: dict, command: str) -> str:
             markdown_table(
                 ["ROI", "voxels", "crop", "view (resample, sparsify)", "net", "map back"], rois
             ),
+            "",
+            *measured_on(command, load_at_start),
         ]
     )
 
 
 def main(argv: list[str] | None = None) -> None:
+    from _sections import command_line, update_section  # here, not at the top: see _sections.py
     from sparsekits.bench.measure import run_in_fresh_process
-    from sparsekits.bench.report import update_section
+    from sparsekits.bench.report import load_average
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -171,6 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not LABELS.is_file():
         sys.exit(f"predict_speed: {LABELS} not found (../shared/data is needed)")
+    command = command_line(__file__, args, omit=("work",))
+    load_at_start = load_average()
     os.chdir(REPO)  # the fresh process imports this file as benchmarks.predict_speed
     with tempfile.TemporaryDirectory(prefix="predict-speed-") as scratch:
         work = args.work or Path(scratch)
@@ -186,8 +189,7 @@ def main(argv: list[str] | None = None) -> None:
             warmup=args.warmup,
             profile=args.profile,
         )
-    command = "python benchmarks/predict_speed.py " + " ".join(argv or sys.argv[1:])
-    body = _report(inputs, result, command.strip())
+    body = _report(inputs, result, command, load_at_start)
     print(body)
     if args.profile:
         print(result["profile"])

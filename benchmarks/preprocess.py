@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from sparsekits.bench.measure import run_in_fresh_process, time_median
-from sparsekits.bench.report import markdown_table, measured_on, update_section
+from sparsekits.bench.report import load_average, measured_on
 from sparsekits.data.geometry import Grid, resample
 from sparsekits.data.io import read_image
 from sparsekits.data.preprocess import preprocess_dataset
@@ -37,6 +37,7 @@ from sparsekits.data.roi import extract_roi_components
 from sparsekits.data.sample import load_sample
 from sparsekits.data.sparsify import box_slices
 from sparsekits.data.stage_view import stage1_view, stage2_view
+from sparsekits.markdown import markdown_table
 from sparsekits.phantoms import write_phantom_dataset
 from sparsekits.plan import SSCN_TWOSTAGE
 
@@ -118,13 +119,16 @@ def measure_prediction_geometry(image: str, cache: str, repeats: int) -> dict:
 
 
 def main() -> None:
+    from _sections import command_line, update_section  # here, not at the top: see _sections.py
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/sparsekits-bench-preprocess"))
     parser.add_argument("--labels", type=Path, default=KITS_LABELS)
     args = parser.parse_args()
+    command = command_line(__file__, args, omit=("work",))
     os.chdir(REPO)  # the fresh processes import this file as benchmarks.preprocess
-    load_at_start = os.getloadavg()[0]
+    load_at_start = load_average()
     dataset = build_case(args.work, args.labels)
     cache = str(args.work / "cache")
     runs = [
@@ -137,13 +141,14 @@ def main() -> None:
         cache=cache,
         repeats=args.repeats,
     )
-    body = report_body(args, runs, geometry, load_at_start)
+    body = report_body(args.labels, runs, geometry, command, load_at_start)
     update_section("preprocess", body)
     print(body)
 
 
-def report_body(args, runs: list[dict], geometry: dict, load_at_start: float) -> str:
-    command = f"python benchmarks/preprocess.py --repeats {args.repeats}"
+def report_body(
+    labels: Path, runs: list[dict], geometry: dict, command: str, load_at_start: float
+) -> str:
     case = runs[0]["case"]
     seconds = statistics.median(run["seconds"] for run in runs)
     peak_gb = max(run["peak_rss_mb"] for run in runs) / 1024
@@ -188,7 +193,7 @@ def report_body(args, runs: list[dict], geometry: dict, load_at_start: float) ->
         [
             "## Preprocessing and prediction geometry (one KiTS-size case)",
             "",
-            f"Case: phantom on KiTS23 label map `{args.labels.name}`, source "
+            f"Case: phantom on KiTS23 label map `{labels.name}`, source "
             f"{geometry['source_shape']} int16 (.nii.gz); stage-1 grid (body crop) "
             f"{geometry['stage1_grid']}. Each preprocessing run is a fresh process; median of "
             f"{len(runs)} after one warm-up.",

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import tempfile
 from pathlib import Path
 
-from sparsekits.bench.report import markdown_table, measured_on, update_section
+from _sections import command_line, update_section
+from sparsekits.bench.report import load_average, measured_on
 from sparsekits.demo import FULL, write_demo_phantoms
+from sparsekits.markdown import markdown_table
 from sparsekits.plan import Recipe
 from sparsekits.regions import REGION_NAMES
 from sparsekits.train.curves import plot_runs
@@ -79,7 +80,7 @@ def main() -> None:
     parser.add_argument("--patch-vox", type=int, default=FULL.plan.stage(2).recipe.patch_vox)
     parser.add_argument("--out", type=Path, default=None, help="default: a temporary folder")
     args = parser.parse_args()
-    load = os.getloadavg()[0]
+    load = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         from sparsekits.data.preprocess import preprocess_dataset
@@ -93,10 +94,7 @@ def main() -> None:
         FIGURE.parent.mkdir(parents=True, exist_ok=True)
         plot_runs(logs, FIGURE, f"Stage 2, small preset, demo phantoms, lr {args.lr}")
         rows = [summary_row(label, log) for label, log in logs.items()]
-    command = (
-        f"python benchmarks/recipes.py --steps {args.steps} --val-every {args.val_every} "
-        f"--lr {args.lr} --patch-vox {args.patch_vox}"
-    )
+    command = command_line(__file__, args, omit=("out",))
     body = "\n".join(
         [
             "## Training recipes, stage 2 (same phantoms, same seeds)",

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from sparsekits.bench.measure import run_in_fresh_process, time_median
-from sparsekits.bench.report import markdown_table, measured_on, update_section
+from sparsekits.bench.report import load_average, measured_on
+from sparsekits.markdown import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_LABELS = REPO.parent / "shared" / "data" / "kits23-labels" / "case_00000.nii.gz"
@@ -297,6 +298,8 @@ def _table_row(row: dict) -> list:
 
 
 def main() -> None:
+    from _sections import command_line, update_section  # here, not at the top: see _sections.py
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--limit-gb", type=float, default=7.0)
@@ -311,12 +314,9 @@ def main() -> None:
     devices = args.devices.split(",") if args.devices else ["cpu"]
     if args.devices is None and torch.cuda.is_available():
         devices.append("cuda")
-    command = (
-        f"python benchmarks/train_throughput.py --repeats {args.repeats} "
-        f"--limit-gb {args.limit_gb:g} --limit-s {args.limit_s:g} --presets {args.presets} "
-        f"--devices {','.join(devices)}"
-    )
-    start, load_at_start = time.perf_counter(), os.getloadavg()[0]
+    args.devices = ",".join(devices)  # the command states the devices measured
+    command = command_line(__file__, args, omit=("work",))
+    start, load_at_start = time.perf_counter(), load_average()
     presets = args.presets.split(",")
     results = run(devices, presets, args.repeats, args.limit_gb, args.limit_s, args.work)
     body = report(results, command, args.limit_gb, load_at_start)

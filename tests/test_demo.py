@@ -1,14 +1,24 @@
-"""The shrunken demo, end to end, as a user runs it: a real ``sparsekits demo`` subprocess."""
+"""The shrunken demo, end to end, as a user runs it: a real ``sparsekits demo`` subprocess; its
+report from an evaluation; and what it imports."""
 
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
 
-from cli_runner import run_cli
-from sparsekits.evaluate.kits23 import LESION_COLUMNS, METRIC_COLUMNS, ROI_RECALL_COLUMN
+from cli_runner import cli_env, run_cli
+from sparsekits.demo import QUICK, _write_report
+from sparsekits.evaluate.kits23 import (
+    LESION_COLUMNS,
+    METRIC_COLUMNS,
+    ROI_RECALL_COLUMN,
+    EvaluationResult,
+    mean_row,
+)
 from sparsekits.regions import NUM_REGIONS
 
 
@@ -49,3 +59,26 @@ def test_quick_demo_writes_report_model_predictions_and_overlays(tmp_path):
         assert heading in report
     for step in ("phantoms", "preprocess", "train stage 1", "train stage 2", "predict"):
         assert f"| {step} |" in report
+
+
+def test_report_holds_the_evaluations_tables_and_the_step_times(tmp_path):
+    counts = dict.fromkeys(LESION_COLUMNS, 1)
+    rows = [
+        {"case": name, **dict.fromkeys(METRIC_COLUMNS, score), **counts, ROI_RECALL_COLUMN: 1.0}
+        for name, score in (("case_00000", 0.25), ("case_00001", 0.75))
+    ]
+    evaluation = EvaluationResult(rows, mean_row(rows), tmp_path / "evaluation.csv")
+    report = _write_report(tmp_path, QUICK, evaluation, {"phantoms": 2.0, "predict": 3.0})
+    text = report.read_text()
+    assert "| case_00001 | " + "0.750 | " * 6 + "1.000 |" in text
+    assert "| **mean** | " + "**0.500** | " * 6 + "**1.000** |" in text
+    assert "| **total** | " + " | ".join(["**2**"] * 6) + " |\n" in text  # lesion totals
+    assert "| **total** | **5** |" in text  # seconds
+
+
+def test_the_demo_does_not_import_the_benchmarks():
+    code = "import sys, sparsekits.demo; assert 'sparsekits.bench' not in sys.modules"
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 0, run.stderr[-3000:]

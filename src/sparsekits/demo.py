@@ -23,9 +23,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from sparsekits.bench.report import markdown_table
 from sparsekits.errors import InputError
 from sparsekits.experiment import default_stage_trainer, run_experiment, step, test_seed
+from sparsekits.markdown import markdown_table
 from sparsekits.methods import DEFAULT_METHOD
 from sparsekits.phantoms import DEFAULT as DEFAULT_PHANTOM
 from sparsekits.phantoms import PhantomConfig, write_phantom_dataset
@@ -158,14 +158,9 @@ def _settings(config: DemoConfig, plan: Plan) -> dict:
 def _write_report(
     out: Path, config: DemoConfig, plan: Plan, evaluation, timings: dict[str, float]
 ) -> Path:
-    from sparsekits.evaluate.kits23 import LESION_COLUMNS
+    from sparsekits.evaluate.tables import lesions_table, scores_table
     from sparsekits.fileio import write_text_atomic
 
-    scores = [c for c in evaluation.mean if c != "case" and c not in LESION_COLUMNS]
-    rows = [[row["case"], *(f"{row[c]:.3f}" for c in scores)] for row in evaluation.rows]
-    rows.append(["**mean**", *(f"**{evaluation.mean[c]:.3f}**" for c in scores)])
-    lesion_rows = [[row["case"], *(row[c] for c in LESION_COLUMNS)] for row in evaluation.rows]
-    lesion_rows.append(["**total**", *(f"**{evaluation.mean[c]}**" for c in LESION_COLUMNS)])
     timing_rows = [[name, f"{seconds:.0f}"] for name, seconds in timings.items()]
     timing_rows.append(["**total**", f"**{sum(timings.values()):.0f}**"])
     overlays = sorted((out / "predictions").glob("*.png"))
@@ -183,11 +178,11 @@ def _write_report(
         "",
         "## Test phantoms: KiTS23 Dice and Surface Dice (and stage-1 ROI recall)",
         "",
-        markdown_table(["case", *scores], rows),
+        scores_table(evaluation.rows, evaluation.mean),
         "",
         "## Lesions found, missed and false (Dice >= 0.1 per lesion, `sparsekits evaluate`)",
         "",
-        markdown_table(["case", *LESION_COLUMNS], lesion_rows),
+        lesions_table(evaluation.rows, evaluation.mean),
         "",
         "## Time of each step (s)",
         "",

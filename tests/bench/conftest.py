@@ -1,7 +1,9 @@
-"""A tiny CT with one kidney and its label map, written as real NIfTI files."""
+"""A tiny CT with one kidney and its label map, written as real NIfTI files; and benchmarks/ on
+sys.path, as when a benchmark script runs, so that tests import its helpers (``_sections``)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -9,6 +11,8 @@ import numpy as np
 import pytest
 
 SPACING_MM = 3.0
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.append(str(BENCHMARKS))
 
 
 def _ellipsoid(shape, centre, radii_mm) -> np.ndarray:

@@ -98,13 +98,14 @@ class NnunetPlan:
 KITS_3D_FULLRES = NnunetPlan()
 
 
-def find_nnunet_python(repo_root: Path | None = None) -> str | None:
-    """A Python that imports nnunetv2: $SPARSEKITS_NNUNET_PYTHON, ./.venv-bench, or this one."""
+def find_nnunet_python(folder: Path | None = None) -> str | None:
+    """A Python that imports nnunetv2: $SPARSEKITS_NNUNET_PYTHON, .venv-bench in ``folder``
+    (default: the working directory, the checkout's root when benchmarks/claims.py runs as
+    documented), or this one."""
     explicit = os.environ.get(PYTHON_ENV_VAR)
     if explicit:
         return explicit
-    root = repo_root or Path(__file__).resolve().parents[3]
-    venv_python = root / ".venv-bench" / "bin" / "python"
+    venv_python = (folder or Path.cwd()) / ".venv-bench" / "bin" / "python"
     if venv_python.is_file():
         return str(venv_python)
     try:

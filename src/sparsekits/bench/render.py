@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sparsekits.bench.report import markdown_table
 from sparsekits.fileio import atomic_path
+from sparsekits.markdown import markdown_table
 
 
 def render_markdown(results: dict) -> str:

@@ -1,17 +1,14 @@
-"""Writing benchmark results into BENCHMARKS.md: one marked section per benchmark."""
+"""What a benchmark report states about its run: the machine, the load average, the command.
+
+Where a report is written is its caller's business (benchmarks/ writes BENCHMARKS.md).
+"""
 
 from __future__ import annotations
 
 import datetime
-import fcntl
 import os
 import platform
-import re
 from pathlib import Path
-
-from sparsekits.fileio import write_text_atomic
-
-DEFAULT_REPORT = Path(__file__).resolve().parents[3] / "BENCHMARKS.md"
 
 
 def machine_summary() -> str:
@@ -49,11 +46,16 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
+def load_average() -> float:
+    """The 1-minute load average: read when a benchmark starts, and by ``load_note`` at its end."""
+    return os.getloadavg()[0]
+
+
 def load_note(load_at_start: float) -> str:
     """How busy the machine was: other work inflates times (not peaks), so reports state it."""
     return (
         f"Load average (1 min) on {_cores()} cores: {load_at_start:.1f} when the benchmark "
-        f"started, {os.getloadavg()[0]:.1f} when it ended (its own work included). Other work "
+        f"started, {load_average():.1f} when it ended (its own work included). Other work "
         "inflates times, not peaks."
     )
 
@@ -67,29 +69,3 @@ def measured_on(command: str, load_at_start: float) -> list[str]:
         "",
         f"Command: `{command}`",
     ]
-
-
-def markdown_table(header: list[str], rows: list[list[object]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def update_section(key: str, body: str, report: Path = DEFAULT_REPORT) -> Path:
-    """Replace (or append) the section marked ``key`` in ``report``, keeping the other sections.
-
-    A lock file serialises concurrent benchmark processes writing the same report.
-    """
-    begin, end = f"<!-- BEGIN {key} -->", f"<!-- END {key} -->"
-    block = f"{begin}\n{body.strip()}\n{end}"
-    lock_path = report.with_name(f".{report.name}.lock")
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        text = report.read_text() if report.exists() else "# Benchmarks\n"
-        pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
-        if pattern.search(text):
-            text = pattern.sub(lambda _: block, text)
-        else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
-        write_text_atomic(report, text)
-    return report

@@ -323,16 +323,19 @@ def format_csv(rows: list[dict], mean: dict) -> str:
     return buffer.getvalue()
 
 
+def lesion_summary(row: dict, lesion: str) -> str:
+    """One lesion class's counts in a row (the mean row: totals): "2/3 found, 1 false"."""
+    found, missed, false = (row[_LESION_COLUMN[lesion, o]] for o in LESION_OUTCOMES)
+    return f"{found}/{found + missed} found, {false} false"
+
+
 def format_summary(result: EvaluationResult) -> str:
     """A compact table: each HEC's mean Dice and SD, the ranking's two means, lesion totals."""
     lines = [f"{'HEC':<16}{'Dice':>8}{'SD':>8}"]
     for hec, dice_column, sd_column in zip(REGION_NAMES, DICE_COLUMNS, SD_COLUMNS, strict=True):
         lines.append(f"{hec:<16}{result.mean[dice_column]:>8.4f}{result.mean[sd_column]:>8.4f}")
     lines.append(f"{'mean':<16}{result.mean_dice:>8.4f}{result.mean_sd:>8.4f}")
-    totals = []
-    for lesion in LESION_CLASSES:
-        found, missed, false = (result.mean[_LESION_COLUMN[lesion, o]] for o in LESION_OUTCOMES)
-        totals.append(f"{lesion} {found}/{found + missed} found, {false} false")
+    totals = [f"{lesion} {lesion_summary(result.mean, lesion)}" for lesion in LESION_CLASSES]
     lines.append(f"lesions: {'; '.join(totals)}")
     if ROI_RECALL_COLUMN in result.mean:
         worst = min(row[ROI_RECALL_COLUMN] for row in result.rows)
