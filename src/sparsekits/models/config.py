@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+from sparsekits.models.registry import DEFAULT_ARCHITECTURE, get_architecture
 from sparsekits.regions import NUM_REGIONS
+
+# Keys added after config files were first written: a file without one gets the field's default.
+OPTIONAL_KEYS = frozenset({"architecture"})
 
 
 @dataclass(frozen=True)
@@ -14,9 +18,12 @@ class ModelConfig:
     ``widths``/``depths`` give one encoder stage per level (level k works at stride 2**k). The
     decoder has ``len(widths) - 1`` stages of ``decoder_depth`` blocks, each with its own
     deep-supervision head; ``forward`` computes only the ``ds_levels`` finest heads.
+    ``architecture`` is the registry key of the network built from it (sparsekits.models.registry):
+    the sparse network or its dense twin.
     """
 
     name: str = "custom"
+    architecture: str = DEFAULT_ARCHITECTURE
     in_channels: int = 1
     out_channels: int = NUM_REGIONS
     widths: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
@@ -52,6 +59,7 @@ class ModelConfig:
         ]
         if not isinstance(self.stem_bias, bool):
             problems.append("stem_bias must be a bool")
+        problems.extend(self._architecture_problems())
         if len(self.widths) < 2 or len(self.widths) != len(self.depths):
             problems.append("widths and depths need the same length, at least 2")
         if not all(_positive_int(value) for value in self.widths + self.depths):
@@ -59,6 +67,15 @@ class ModelConfig:
         if _positive_int(self.ds_levels) and self.ds_levels > len(self.widths) - 1:
             problems.append(f"ds_levels must be at most {len(self.widths) - 1} (decoder levels)")
         return problems
+
+    def _architecture_problems(self) -> list[str]:
+        try:
+            entry = get_architecture(self.architecture)
+        except ValueError as error:
+            return [str(error)]
+        if not entry.configured_by(type(self)):
+            return [f"architecture {self.architecture!r} takes a {entry.config_class} config"]
+        return []
 
     @property
     def levels(self) -> int:
@@ -76,10 +93,13 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
-        """Inverse of ``to_dict``; unknown or missing keys and bad values raise ValueError."""
+        """Inverse of ``to_dict``; unknown or missing keys and bad values raise ValueError.
+
+        A key of ``OPTIONAL_KEYS`` may be missing (files written before it existed): it takes
+        its default."""
         known = {field.name for field in fields(cls)}
         unknown = sorted(set(values) - known)
-        missing = sorted(known - set(values))
+        missing = sorted(known - set(values) - OPTIONAL_KEYS)
         if unknown or missing:
             raise ValueError(f"model config keys: unknown {unknown}, missing {missing}")
         config = cls(**values)

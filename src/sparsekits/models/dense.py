@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparsekits.models.registry import DENSE_CONVNEXT_UNET
 from sparsekits.models.unet import LAYER_NORM_EPS, ConvNeXtUNet, Ops, add_into
 
 
@@ -80,6 +81,7 @@ class DenseConvNeXtUNet(ConvNeXtUNet):
     """
 
     ops = DenseOps
+    architecture_key = DENSE_CONVNEXT_UNET
 
     def _enter(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
         spatial = tuple(x.shape[2:])

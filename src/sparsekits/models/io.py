@@ -19,6 +19,7 @@ from sparsekits.errors import InputError
 from sparsekits.fileio import atomic_path, write_json_atomic
 from sparsekits.models.build import build_model
 from sparsekits.models.config import ModelConfig
+from sparsekits.models.registry import network_config_from_dict
 from sparsekits.models.unet import ConvNeXtUNet
 
 CONFIG_FILE = "config.json"
@@ -90,8 +91,8 @@ def load_model_folder(
 
 
 def read_config(config_path: Path) -> dict:
-    """A fold folder's config.json: {"config": ModelConfig, "sha256", "extra"}; InputError if it
-    is missing or not a sparsekits model config."""
+    """A fold folder's config.json: {"config": network config, "sha256", "extra"}; InputError if
+    it is missing or not a sparsekits model config."""
     if not config_path.is_file():
         raise InputError(config_path, "missing: not a model folder")
     try:
@@ -103,7 +104,7 @@ def read_config(config_path: Path) -> dict:
     if header.get("version") != FORMAT_VERSION:
         raise InputError(config_path, f"unsupported version {header.get('version')!r}")
     try:
-        config = ModelConfig.from_dict(header["model"])
+        config = network_config_from_dict(header["model"])
         sha256 = str(header["weights"]["sha256"])
         extra = header["extra"]
     except (KeyError, TypeError, ValueError) as error:

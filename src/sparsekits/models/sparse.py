@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparsekits.models.registry import SPARSE_CONVNEXT_UNET
 from sparsekits.models.unet import LAYER_NORM_EPS, ConvNeXtUNet, Ops, add_into
 from sparsekits.sparse import (
     SparseConv3d,
@@ -85,3 +86,4 @@ class SparseConvNeXtUNet(ConvNeXtUNet):
     1, 2, 4 (finest first): level k on the coordinates of ``x`` floor-divided by 2**k."""
 
     ops = SparseOps
+    architecture_key = SPARSE_CONVNEXT_UNET

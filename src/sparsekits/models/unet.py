@@ -177,12 +177,15 @@ class ConvNeXtUNet(nn.Module):
     """The shared network; a twin sets ``ops`` and, if it must, ``_enter``/``_leave``.
 
     ``self.config`` is the ``ModelConfig`` (named after the preset it equals, else "custom").
+    Its ``architecture`` is the class's own key unless one is given: a dense twin built for a
+    sparse network's config keeps that config, so either twin saves the same model folder.
     The heads of levels >= ``ds_levels`` exist (the paper's parameter count includes them) but
     never run, so their parameters get no gradient: wrap the network in DistributedDataParallel
     with ``find_unused_parameters=True``.
     """
 
     ops: ClassVar[type[Ops]]
+    architecture_key: ClassVar[str]  # the registry key that builds this class from its config
 
     def __init__(
         self,
@@ -193,10 +196,12 @@ class ConvNeXtUNet(nn.Module):
         decoder_depth: int = 2,
         ds_levels: int = 3,
         stem_bias: bool = False,
+        architecture: str | None = None,
     ):
         super().__init__()
         self.config = preset_name(
             ModelConfig(
+                architecture=architecture or self.architecture_key,
                 in_channels=in_channels,
                 out_channels=out_channels,
                 widths=widths,
