@@ -12,6 +12,9 @@ Packages, one per concern:
 """
 
 import os
+import re
+from importlib import metadata
+from pathlib import Path
 
 # Idle OpenMP threads sleep instead of spinning. With spinning (the default), every parallel
 # region of a small op waits for a time slice whenever another process shares the cores (a data
@@ -19,4 +22,23 @@ import os
 # went from 2 s to 10 s. Set before torch loads OpenMP; the user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The installed distribution's version, else (a source tree on PYTHONPATH, never installed)
+    the one in its pyproject.toml: the version is written down in pyproject.toml only."""
+    try:
+        return metadata.version("sparsekits")
+    except metadata.PackageNotFoundError:
+        return _pyproject_version(Path(__file__).resolve().parents[2] / "pyproject.toml")
+
+
+def _pyproject_version(pyproject: Path) -> str:
+    # A regex, not tomllib: Python 3.10 has no tomllib and this runs on every import.
+    try:
+        found = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.MULTILINE)
+    except OSError:
+        found = None
+    return found.group(1) if found else "unknown"
+
+
+__version__ = _version()

@@ -1,5 +1,8 @@
 """The model folder: ``config.json`` (network config + caller's extra) and ``model.safetensors``.
 
+``config.json`` also records the sparsekits version that wrote it (``sparsekits_version``;
+folders written before it have none).
+
 Loading reads JSON and safetensors only, so a model folder can never run code (no pickle).
 Each file is written atomically, weights first; ``config.json`` records the weights' SHA-256, so a
 folder whose two files come from different saves is refused instead of silently mixed.
@@ -15,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+import sparsekits
 from sparsekits.errors import InputError
 from sparsekits.fileio import atomic_path, write_json_atomic
 from sparsekits.models.build import build_model
@@ -55,6 +59,7 @@ def save_model_folder(
         {
             "format": FORMAT,
             "version": FORMAT_VERSION,
+            "sparsekits_version": sparsekits.__version__,
             "model": config.to_dict(),
             "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(weights)},
             "extra": json.loads(header),
@@ -91,8 +96,9 @@ def load_model_folder(
 
 
 def read_config(config_path: Path) -> dict:
-    """A fold folder's config.json: {"config": network config, "sha256", "extra"}; InputError if
-    it is missing or not a sparsekits model config."""
+    """A fold folder's config.json: {"config": network config, "sha256", "extra",
+    "sparsekits_version" (None if written before it was recorded)}; InputError if it is missing
+    or not a sparsekits model config."""
     if not config_path.is_file():
         raise InputError(config_path, "missing: not a model folder")
     try:
@@ -111,7 +117,8 @@ def read_config(config_path: Path) -> dict:
         raise InputError(config_path, f"bad model config: {error}") from error
     if not isinstance(extra, dict):
         raise InputError(config_path, "bad model config: 'extra' is not an object")
-    return {"config": config, "sha256": sha256, "extra": extra}
+    version = header.get("sparsekits_version")
+    return {"config": config, "sha256": sha256, "extra": extra, "sparsekits_version": version}
 
 
 def _state_dict_mismatch(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> str:
