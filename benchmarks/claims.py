@@ -31,7 +31,7 @@ from sparsekits.bench.inputs import ALL_HU, SweepPoint
 from sparsekits.bench.pipeline import BenchConfig, run_benchmark, write_outputs
 from sparsekits.bench.render import render_markdown
 from sparsekits.fileio import write_json_atomic
-from sparsekits.plan import SSCN_TWOSTAGE
+from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

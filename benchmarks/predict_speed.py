@@ -45,10 +45,10 @@ def build_inputs(work: Path, preset: str = "paper", seed: int = 0) -> dict:
     import torch
 
     from sparsekits.data.io import read_label_map
+    from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
     from sparsekits.models import build_model
     from sparsekits.models.bundle import save_fold
     from sparsekits.phantoms import make_phantom
-    from sparsekits.plan import SSCN_TWOSTAGE
 
     labels = read_label_map(LABELS)
     phantom = make_phantom(seed, labels=labels.array, affine=labels.grid.affine)
@@ -99,7 +99,7 @@ def measure(work: str, repeats: int = 3, warmup: int = 1, profile: bool = False)
         {"stage2_voxels": roi.n_voxels, "crop_shape": list(roi.crop_grid.shape), **roi.timings}
         for roi in median.rois
     ]
-    result["stage1_voxels"] = median.stage1_voxels
+    result["stage1_voxels"] = median.first_stage_voxels
     if profile:
         profiler = cProfile.Profile()
         profiler.runcall(run)

@@ -33,13 +33,13 @@ from sparsekits.bench.report import load_average, measured_on
 from sparsekits.data.geometry import Grid, resample
 from sparsekits.data.io import read_image
 from sparsekits.data.preprocess import preprocess_dataset
-from sparsekits.data.roi import extract_roi_components
 from sparsekits.data.sample import load_sample
 from sparsekits.data.sparsify import box_slices
-from sparsekits.data.stage_view import stage1_view, stage2_view
+from sparsekits.layout import stage_dir
 from sparsekits.markdown import markdown_table
+from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
+from sparsekits.methods.sscn_twostage.chain import roi_view, walk
 from sparsekits.phantoms import write_phantom_dataset
-from sparsekits.plan import SSCN_TWOSTAGE
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "benchmarks.preprocess"
@@ -70,7 +70,7 @@ def measure_preprocess(dataset: str, cache: str) -> dict:
     """Fresh-process target: preprocess the dataset into an empty cache, both stages."""
     shutil.rmtree(cache, ignore_errors=True)
     start = time.perf_counter()
-    report = preprocess_dataset(dataset, cache, stages=(1, 2))
+    report = preprocess_dataset(dataset, cache)
     seconds = time.perf_counter() - start
     if report.failures:
         raise RuntimeError(f"preprocessing failed: {report.failures}")
@@ -84,20 +84,19 @@ def measure_prediction_geometry(image: str, cache: str, repeats: int) -> dict:
     source = read_image(image)
     read_s = time.perf_counter() - start
     plan = SSCN_TWOSTAGE
-    view1 = stage1_view(source, plan.stage(1))
 
     def to_stage1():
-        return stage1_view(source, plan.stage(1))
+        return roi_view(source, plan)
 
-    rois = [load_sample(path) for path in sorted(Path(cache, "stage2").glob("*.npz"))]
+    rois = [load_sample(path) for path in sorted(stage_dir(Path(cache), "fine").glob("*.npz"))]
     crops = [Grid.from_dict(sample.meta["crop_grid"]) for sample in rois]
-    # the ROI components as preprocessing cut them: from the cached stage-1 labels
-    labels1 = load_sample(next(Path(cache, "stage1").glob("*.npz"))).labels
-    components = extract_roi_components(labels1 > 0, plan.stage(1).spacing_mm, plan.roi)
+    # the ROI components as preprocessing cut them: from the cached roi-stage labels
+    labels1 = load_sample(next(stage_dir(Path(cache), "roi").glob("*.npz"))).labels
+    chain = walk(source, plan, lambda _view: labels1 > 0)
 
     def to_crops():
-        for component in components:
-            stage2_view(source, component, view1.grid, plan.stage(2))
+        for _view in chain.fine_views():
+            pass
 
     def paint_back():
         labels = np.zeros(source.grid.shape, dtype=np.uint8)
@@ -114,7 +113,7 @@ def measure_prediction_geometry(image: str, cache: str, repeats: int) -> dict:
         "crops_s": time_median(to_crops, repeats)["median_s"],
         "back_s": time_median(paint_back, repeats)["median_s"],
         "source_shape": list(source.grid.shape),
-        "stage1_grid": list(view1.grid.shape),
+        "stage1_grid": list(chain.roi_view.grid.shape),
     }
 
 
@@ -180,14 +179,14 @@ def report_body(
             "",
         ],
     ]
-    stage1 = case["stage1"]
+    stage1 = case["roi"][0]
     samples = [
         f"stage 1: grid {stage1['shape']} (cropped to the body), kept fraction "
         f"{stage1['kept_fraction']:.3f} ({stage1['kept_voxels']:,} voxels)"
     ] + [
         f"stage 2 ROI {roi['roi_index']}: crop {roi['shape']}, kept fraction "
         f"{roi['kept_fraction']:.3f} ({roi['kept_voxels']:,} voxels)"
-        for roi in case["stage2"]
+        for roi in case["fine"]
     ]
     return "\n".join(
         [

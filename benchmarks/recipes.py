@@ -20,6 +20,7 @@ from _sections import command_line, update_section
 from sparsekits.bench.report import load_average, measured_on
 from sparsekits.demo import FULL, write_demo_phantoms
 from sparsekits.markdown import markdown_table
+from sparsekits.methods.sscn_twostage import DEMO as DEMO_PLAN
 from sparsekits.plan import Recipe
 from sparsekits.regions import REGION_NAMES
 from sparsekits.train.curves import plot_runs
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIGURE = ROOT / "docs" / "benchmarks" / "recipes" / "stage2.png"
 # (label, loss, lesion oversampling): the paper's loss and the demo's, with and without the
 # demo's oversampling
-_OVER = FULL.plan.stage(2).recipe.lesion_oversampling
+_OVER = DEMO_PLAN.stage("fine").recipe.lesion_oversampling
 RECIPES = (
     ("dice", "dice", 0.0),
     (f"dice, oversampling {_OVER}", "dice", _OVER),
@@ -52,7 +53,8 @@ def train_recipe(cache: Path, out: Path, loss: str, oversampling: float, args) -
     )
     train(
         TrainConfig(
-            data=cache, stage=2, fold=0, out=out, plan=FULL.plan, recipe=recipe, seed=FULL.seed,
+            data=cache, stage="fine", fold=0, out=out, plan=DEMO_PLAN, recipe=recipe,
+            seed=FULL.seed,
             num_workers=1,
         )
     )  # fmt: skip
@@ -76,8 +78,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--val-every", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=FULL.plan.stage(2).recipe.lr)
-    parser.add_argument("--patch-vox", type=int, default=FULL.plan.stage(2).recipe.patch_vox)
+    parser.add_argument("--lr", type=float, default=DEMO_PLAN.stage("fine").recipe.lr)
+    parser.add_argument("--patch-vox", type=int, default=DEMO_PLAN.stage("fine").recipe.patch_vox)
     parser.add_argument("--out", type=Path, default=None, help="default: a temporary folder")
     args = parser.parse_args()
     load = load_average()
@@ -86,7 +88,7 @@ def main() -> None:
         from sparsekits.data.preprocess import preprocess_dataset
 
         write_demo_phantoms(out, FULL)
-        preprocess_dataset(out / "data", out / "cache", FULL.plan, stages=(2,), workers=2)
+        preprocess_dataset(out / "data", out / "cache", DEMO_PLAN, roles=("fine",), workers=2)
         logs = {
             label: train_recipe(out / "cache", out / "runs" / str(i), loss, oversampling, args)
             for i, (label, loss, oversampling) in enumerate(RECIPES)
@@ -100,7 +102,7 @@ def main() -> None:
             "## Training recipes, stage 2 (same phantoms, same seeds)",
             "",
             f"The demo's {FULL.train_cases} training phantoms (fold 0: a fifth validates), the "
-            f"`{FULL.plan.stage(2).network.name}` network, batch 1, lr {args.lr}, patches "
+            f"`{DEMO_PLAN.stage('fine').network.name}` network, batch 1, lr {args.lr}, patches "
             f"{args.patch_vox}, {args.steps} optimiser steps, no "
             "augmentation; validation Dice (thresholded, voxels pooled) of the last "
             "validation, and the best mass Dice seen.",

@@ -44,7 +44,7 @@ def prepare_sample(work: Path) -> tuple[Path, str]:
     from sparsekits.data.preprocess import preprocess_dataset
     from sparsekits.phantoms import make_phantom, write_case
 
-    sample = work / "cache" / "stage1" / "case_00000.npz"
+    sample = work / "cache" / "roi" / "case_00000.npz"
     if SHARED_LABELS.is_file():
         source = "phantom around the real KiTS23 label map case_00000"
     else:
@@ -60,7 +60,7 @@ def prepare_sample(work: Path) -> tuple[Path, str]:
         phantom = make_phantom(0, shape=(240, 240, 120), spacing=(2.0, 2.0, 2.5))
     write_case(work / "dataset" / "case_00000", phantom)
     del phantom
-    preprocess_dataset(work / "dataset", work / "cache", stages=(1,))
+    preprocess_dataset(work / "dataset", work / "cache", roles=("roi",))
     return sample, source
 
 
@@ -70,7 +70,7 @@ def measure_steps(
     """In a fresh process: the median time of one training step of ``twin`` on the sample."""
     from sparsekits.bench.measure import peak_rss_mb
     from sparsekits.models import build_model
-    from sparsekits.train.optim import OptimConfig, build_optimizer
+    from sparsekits.train.optim import build_optimizer
 
     hu, labels, config = _load(sample, crop)
     keep = config.sparsify.keep(hu)
@@ -81,7 +81,7 @@ def measure_steps(
         model = build_model(preset, dense=True)
         model.load_state_dict(sparse_model.state_dict())  # the same weights
     model = model.to(device).train()
-    optimizer = build_optimizer(model, OptimConfig())
+    optimizer = build_optimizer(model, 5e-4)
     step_inputs = _dense_inputs if twin == "dense" else _sparse_inputs
     inputs, loss_of, voxels = step_inputs(hu, labels, keep, config, device)
 
@@ -162,7 +162,7 @@ def _autocast(device: str):
 
 def _load(sample: str, crop: bool):
     from sparsekits.data.sample import load_sample
-    from sparsekits.plan import SSCN_TWOSTAGE
+    from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 
     loaded = load_sample(sample)
     hu, labels = loaded.hu, loaded.labels

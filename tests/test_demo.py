@@ -4,6 +4,7 @@ report from an evaluation; and what it imports."""
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -19,6 +20,7 @@ from sparsekits.evaluate.kits23 import (
     EvaluationResult,
     mean_row,
 )
+from sparsekits.plan import default_plan
 from sparsekits.regions import NUM_REGIONS
 
 
@@ -27,9 +29,10 @@ def test_quick_demo_writes_report_model_predictions_and_overlays(tmp_path):
     run = run_cli("demo", "--out", out, "--quick", timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
 
-    for stage in (1, 2):
-        fold = out / "model" / f"stage{stage}" / "fold_0"
+    for role in ("roi", "fine"):
+        fold = out / "model" / role / "fold_0"
         assert (fold / "config.json").is_file() and (fold / "model.safetensors").is_file()
+    assert json.loads((out / "model" / "plan.json").read_text())["method"] == "sscn-twostage"
 
     tests = sorted(p.name for p in (out / "test").glob("case_*"))
     predictions = sorted(
@@ -57,7 +60,7 @@ def test_quick_demo_writes_report_model_predictions_and_overlays(tmp_path):
     report = (out / "report.md").read_text()
     for heading in ("Dice", "ROI recall", "Time of each step", "sparsekits predict", ".png"):
         assert heading in report
-    for step in ("phantoms", "preprocess", "train stage 1", "train stage 2", "predict"):
+    for step in ("phantoms", "preprocess", "train roi", "train fine", "predict"):
         assert f"| {step} |" in report
 
 
@@ -68,7 +71,8 @@ def test_report_holds_the_evaluations_tables_and_the_step_times(tmp_path):
         for name, score in (("case_00000", 0.25), ("case_00001", 0.75))
     ]
     evaluation = EvaluationResult(rows, mean_row(rows), tmp_path / "evaluation.csv")
-    report = _write_report(tmp_path, QUICK, evaluation, {"phantoms": 2.0, "predict": 3.0})
+    plan = default_plan("sscn-twostage", QUICK.preset)
+    report = _write_report(tmp_path, QUICK, plan, evaluation, {"phantoms": 2.0, "predict": 3.0})
     text = report.read_text()
     assert "| case_00001 | " + "0.750 | " * 6 + "1.000 |" in text
     assert "| **mean** | " + "**0.500** | " * 6 + "**1.000** |" in text

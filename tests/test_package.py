@@ -27,13 +27,12 @@ def test_version_is_the_distributions_and_the_pyprojects():
     assert sparsekits.__version__ == metadata.version("sparsekits") == declared_version()
 
 
-def test_version_of_a_checkout_that_was_never_installed(monkeypatch, tmp_path):
+def test_version_of_a_checkout_that_was_never_installed(monkeypatch):
     def not_installed(name: str) -> str:
         raise metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(metadata, "version", not_installed)
-    assert sparsekits._version() == declared_version()
-    assert sparsekits._pyproject_version(tmp_path / "missing.toml") == "unknown"
+    assert sparsekits._version().startswith("unknown")
 
 
 def test_model_folder_records_the_version(tmp_path):

@@ -3,18 +3,18 @@ segmentation in 3D CT.
 
 Packages, one per concern:
     sparse    the sparse-tensor engine (knows nothing of CT)
-    models    the networks (sparse ConvNeXt V2 U-Net and its dense twin)
-    data      I/O, geometry, sparsification, datasets, phantoms, preprocessing cache
-    train     losses, cross-validation training
-    predict   two-stage inference, reports, overlays
-    evaluate  KiTS23 metrics
+    methods   the registry of methods; each method's module owns its stages and predictor
+    models    the networks (sparse ConvNeXt V2 U-Net and its dense twin), model folders
+    data      I/O, geometry, sparsification, datasets, stage views, preprocessing cache
+    phantoms  synthetic CT
+    train     losses, the training loop and its tasks, cross-validation
+    predict   prediction of files and folders, reports, overlays
+    evaluate  KiTS23 metrics, lesion counts
     bench     measurement helpers and benchmark drivers
 """
 
 import os
-import re
 from importlib import metadata
-from pathlib import Path
 
 # Idle OpenMP threads sleep instead of spinning. With spinning (the default), every parallel
 # region of a small op waits for a time slice whenever another process shares the cores (a data
@@ -24,21 +24,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _version() -> str:
-    """The installed distribution's version, else (a source tree on PYTHONPATH, never installed)
-    the one in its pyproject.toml: the version is written down in pyproject.toml only."""
+    """The installed distribution's version (pyproject.toml is where it is written down); the
+    library never reads its checkout, so a source tree that was never installed says so."""
     try:
         return metadata.version("sparsekits")
     except metadata.PackageNotFoundError:
-        return _pyproject_version(Path(__file__).resolve().parents[2] / "pyproject.toml")
-
-
-def _pyproject_version(pyproject: Path) -> str:
-    # A regex, not tomllib: Python 3.10 has no tomllib and this runs on every import.
-    try:
-        found = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.MULTILINE)
-    except OSError:
-        found = None
-    return found.group(1) if found else "unknown"
+        return "unknown (not installed)"
 
 
 __version__ = _version()

@@ -46,12 +46,11 @@ def test_a_finished_stage_run_is_reused_with_its_training_time(tmp_path):
     run = tmp_path / "stage1"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"plan": plan.to_dict(), "recipe": {"epochs": 2}}))
-    stage1 = plan.stage(1)
-    assert not _finished(run, stage1)  # no log yet
+    assert not _finished(run, plan, "roi")  # no log yet
     # Stage 1 is shared across losses (only stage 2's differs); another network is refused.
-    assert not _finished(run, learning_plan("small", "dice+bce", LearningConfig()).stage(1))
+    assert not _finished(run, learning_plan("small", "dice+bce", LearningConfig()), "roi")
     with pytest.raises(ValueError, match="another plan"):
-        _finished(run, learning_plan("paper-stem-bias", "dice", LearningConfig()).stage(1))
+        _finished(run, learning_plan("paper-stem-bias", "dice", LearningConfig()), "roi")
     header = ",".join(LOG_COLUMNS)
     row = {column: "" for column in LOG_COLUMNS}
     lines = [header]
@@ -59,7 +58,7 @@ def test_a_finished_stage_run_is_reused_with_its_training_time(tmp_path):
         row.update(epoch=str(epoch), step=str(step), seconds=str(seconds))
         lines.append(",".join(row[column] for column in LOG_COLUMNS))
         (run / "log.csv").write_text("\n".join(lines) + "\n")
-        assert _finished(run, stage1) == (epoch == 1)  # only once the last epoch is logged
+        assert _finished(run, plan, "roi") == (epoch == 1)  # only once the last epoch is logged
     stage_run = _stage_run(run)
     assert (stage_run.steps, stage_run.seconds) == (20, 10.0)
     assert stage_run.seconds_per_step == 0.5

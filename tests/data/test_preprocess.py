@@ -43,17 +43,17 @@ def test_samples_and_manifest_of_a_kits23_dataset(kits_dataset, tmp_path):
         "high": 500.0,
     }
     entry = manifest["cases"]["case_00000"]
-    assert entry["stage1"]["file"] == "stage1/case_00000.npz"
-    assert [roi["file"] for roi in entry["stage2"]] == [
-        "stage2/case_00000_roi0.npz",
-        "stage2/case_00000_roi1.npz",
+    assert entry["roi"][0]["file"] == "roi/case_00000.npz"
+    assert [roi["file"] for roi in entry["fine"]] == [
+        "fine/case_00000_roi0.npz",
+        "fine/case_00000_roi1.npz",
     ]
     source_labels = synthetic_case(seed=0)[1]
     source = Grid(source_labels.shape, LPS_AFFINE)
 
-    stage1 = load_sample(cache / entry["stage1"]["file"])
+    stage1 = load_sample(cache / entry["roi"][0]["file"])
     _check_sparse_view(stage1, STAGE1)
-    assert stage1.meta["kept_fraction"] == entry["stage1"]["kept_fraction"] > 0
+    assert stage1.meta["kept_fraction"] == entry["roi"][0]["kept_fraction"] > 0
     assert Grid.from_dict(stage1.meta["source_grid"]).same_as(source)
     grid1 = Grid.from_dict(stage1.meta["crop_grid"])
     np.testing.assert_allclose(grid1.affine, stage1.affine)
@@ -65,7 +65,7 @@ def test_samples_and_manifest_of_a_kits23_dataset(kits_dataset, tmp_path):
     assert 2 * both.sum() / ((back > 0).sum() + (source_labels > 0).sum()) > 0.8
 
     inside_mm3 = 0.0
-    for k, roi_entry in enumerate(entry["stage2"]):
+    for k, roi_entry in enumerate(entry["fine"]):
         sample = load_sample(cache / roi_entry["file"])
         _check_sparse_view(sample, STAGE2)
         assert sample.roi_index == k and sample.stage == 2
@@ -90,7 +90,7 @@ def test_rerun_skips_finished_cases_and_changes_nothing(kits_dataset, tmp_path):
     later = preprocess_dataset(kits_dataset, cache, roles=("fine",))
     assert later.processed == ["case_00000", "case_00001"]
     entry = json.loads((cache / "manifest.json").read_text())["cases"]["case_00001"]
-    assert "stage1" in entry and len(entry["stage2"]) == 2
+    assert "roi" in entry and len(entry["fine"]) == 2
 
 
 def test_killed_write_leaves_no_sample_and_the_case_is_redone(kits_dataset, tmp_path, monkeypatch):
@@ -118,8 +118,8 @@ def test_two_worker_processes_give_the_same_samples(tmp_path):
     parallel = preprocess_dataset(dataset, tmp_path / "parallel", roles=("roi",), workers=2)
     assert sorted(parallel.processed) == serial.processed == ["case_00000", "case_00001"]
     for name in serial.processed:
-        a = load_sample(tmp_path / "serial" / "stage1" / f"{name}.npz")
-        b = load_sample(tmp_path / "parallel" / "stage1" / f"{name}.npz")
+        a = load_sample(tmp_path / "serial" / "roi" / f"{name}.npz")
+        b = load_sample(tmp_path / "parallel" / "roi" / f"{name}.npz")
         np.testing.assert_array_equal(a.hu, b.hu)
         np.testing.assert_array_equal(a.coords, b.coords)
         assert 0.05 < a.kept_fraction < 0.9
@@ -135,14 +135,14 @@ def test_phantom_on_real_kits23_geometry_gives_one_roi_per_kidney(shared_data, t
     report = preprocess_dataset(tmp_path / "ds", tmp_path / "cache")
     assert not report.failures
     entry = json.loads((tmp_path / "cache" / "manifest.json").read_text())["cases"]["case_00000"]
-    assert len(entry["stage2"]) == 2
+    assert len(entry["fine"]) == 2
     # The ROIs hold all of the kidneys and masses.
     recalled = 0
-    for roi_entry in entry["stage2"]:
+    for roi_entry in entry["fine"]:
         sample = load_sample(tmp_path / "cache" / roi_entry["file"])
         recalled += (sample.labels > 0).sum()
         assert sample.roi_mask[sample.labels > 0].mean() > 0.99
-    assert 0.01 < entry["stage1"]["kept_fraction"] < 0.6
+    assert 0.01 < entry["roi"][0]["kept_fraction"] < 0.6
 
 
 def _bad_dataset(root):

@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 from sparsekits.models import (
     ARCHITECTURES,
     DEFAULT_ARCHITECTURE,
@@ -22,7 +23,7 @@ from sparsekits.models import (
 from sparsekits.models.dense import DenseConvNeXtUNet
 from sparsekits.models.io import CONFIG_FILE
 from sparsekits.models.sparse import SparseConvNeXtUNet
-from sparsekits.plan import SSCN_TWOSTAGE, Plan
+from sparsekits.plan import Plan
 
 TINY = {"widths": (4, 8), "depths": (1, 1), "ds_levels": 1}
 

@@ -56,7 +56,7 @@ def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:
 
 
 def save_random_model(model_dir: Path, folds=(0, 1), seed: int = 0, plan=SMALL_PLAN) -> Path:
-    """MODEL/plan.json and MODEL/stage{1,2}/fold_K with randomly initialised networks."""
+    """MODEL/plan.json and MODEL/<role>/fold_K with randomly initialised networks."""
     for stage in (1, 2):
         for fold in folds:
             torch.manual_seed(seed + 10 * stage + fold)

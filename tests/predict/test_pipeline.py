@@ -13,7 +13,7 @@ from predict_data import SMALL_PLAN, affine_for, save_random_model, synthetic_ct
 from cli_runner import run_cli
 from sparsekits.errors import InputError
 from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
-from sparsekits.predict import pipeline
+from sparsekits.methods.sscn_twostage import predictor as predictor_module
 from sparsekits.predict.inference import load_stage_networks, predict_probabilities
 from sparsekits.predict.pipeline import load_predictor, predict
 
@@ -155,8 +155,8 @@ def test_missing_stage_or_fold_is_an_input_error(tmp_path, model_dir):
     only_fold0 = save_random_model(tmp_path / "m", folds=(0,))
     with pytest.raises(InputError, match="fold"):
         load_predictor(only_fold0, folds="0,1")
-    (only_fold0 / "stage2" / "fold_0" / "config.json").unlink()
-    with pytest.raises(InputError, match="stage-2"):
+    (only_fold0 / "fine" / "fold_0" / "config.json").unlink()
+    with pytest.raises(InputError, match="no trained fine model"):
         load_predictor(only_fold0)
 
 
@@ -205,5 +205,5 @@ def test_stage2_runs_on_the_voxels_inside_roi_and_window(tmp_path, model_dir):
     assert case.labels.shape == synthetic_ct().shape
     # Labels appear only inside the ROI's box on the input grid.
     outside = case.labels.copy()
-    outside[pipeline._slices(roi.voxel_box)] = 0
+    outside[predictor_module._slices(roi.voxel_box)] = 0
     assert not outside.any()

@@ -16,13 +16,14 @@ from sparsekits.data.io import read_image, read_label_map
 from sparsekits.data.preprocess import preprocess_dataset
 from sparsekits.data.sample import load_sample
 from sparsekits.errors import InputError
-from sparsekits.layout import PLAN_FILE, fold_dir
+from sparsekits.layout import PLAN_FILE, legacy_stage_dir
 from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
+from sparsekits.methods.sscn_twostage import predictor as predictor_module
+from sparsekits.methods.sscn_twostage.chain import mask_foreground
 from sparsekits.models import build_model, save_model_folder
-from sparsekits.models.bundle import assemble_model, read_plan, save_fold
+from sparsekits.models.bundle import assemble_model, fold_path, read_plan, save_fold
 from sparsekits.phantoms import write_phantom_dataset
 from sparsekits.plan import Plan, load_plan
-from sparsekits.predict import pipeline
 from sparsekits.predict.pipeline import load_predictor
 
 
@@ -42,23 +43,22 @@ def test_cache_and_predictor_see_the_same_input_bit_for_bit(phantom_case, tmp_pa
     labels = read_label_map(case_dir / "segmentation.nii.gz")
     model = save_random_model(tmp_path / "model", folds=(0,))
     fed = []
-    original = pipeline.predict_probabilities
+    original = predictor_module.predict_probabilities
 
     def recording(networks, samples, *args, **kwargs):
-        fed.extend((networks.stage.stage, coords, features) for coords, features in samples)
+        fed.extend(
+            (SSCN_TWOSTAGE.position(networks.stage.role), coords, features)
+            for coords, features in samples
+        )
         return original(networks, samples, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "predict_probabilities", recording)
+    monkeypatch.setattr(predictor_module, "predict_probabilities", recording)
 
-    def ground_truth_rois(grid1):  # as preprocessing cuts them: labels > 0 on stage 1's grid
-        from sparsekits.data.geometry import resample
-
-        return resample(labels.array, labels.grid, grid1, order=0) > 0
-
+    ground_truth_rois = mask_foreground(labels.array > 0, labels.grid)  # as preprocessing
     load_predictor(model).predict_image(image, foreground_hook=ground_truth_rois)
     manifest = json.loads((cache / "manifest.json").read_text())["cases"]["case_00000"]
-    cached = [load_sample(cache / manifest["stage1"]["file"])]
-    cached += [load_sample(cache / entry["file"]) for entry in manifest["stage2"]]
+    cached = [load_sample(cache / manifest["roi"][0]["file"])]
+    cached += [load_sample(cache / entry["file"]) for entry in manifest["fine"]]
     assert [stage for stage, _, _ in fed] == [1] + [2] * (len(cached) - 1)
     assert len(cached) == 3  # stage 1 and two kidney ROIs
     for sample, (stage, coords, features) in zip(cached, fed, strict=True):
@@ -74,7 +74,7 @@ def test_the_cache_and_every_model_folder_carry_the_whole_plan(phantom_case, tmp
     assert Plan.from_dict(manifest["plan"]) == SMALL_PLAN
     model = save_random_model(tmp_path / "model", folds=(0,))
     assert load_plan(model / PLAN_FILE) == SMALL_PLAN == read_plan(model)
-    config = json.loads((fold_dir(model, 2, 0) / "config.json").read_text())
+    config = json.loads((fold_path(model, SSCN_TWOSTAGE.role(2), 0) / "config.json").read_text())
     assert Plan.from_dict(config["extra"]["plan"]) == SMALL_PLAN
 
 
@@ -92,7 +92,7 @@ def test_plan_command_writes_an_editable_plan_that_preprocess_uses(phantom_case,
         "--plan", tmp_path / "plan.json",
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    sample = load_sample(next((tmp_path / "cache" / "stage1").glob("*.npz")))
+    sample = load_sample(next((tmp_path / "cache" / "roi").glob("*.npz")))
     assert sample.hu[tuple(sample.coords.T)].max() <= 200
 
 
@@ -129,12 +129,14 @@ def test_model_assemble_builds_the_model_folder_and_checks_the_runs(tmp_path):
     assert read_plan(tmp_path / "model") == SMALL_PLAN
     for stage in (1, 2):
         for fold in (0, 1):
-            assert (fold_dir(tmp_path / "model", stage, fold) / "model.safetensors").is_file()
+            assert (
+                fold_path(tmp_path / "model", SSCN_TWOSTAGE.role(stage), fold) / "model.safetensors"
+            ).is_file()
     assert load_predictor(tmp_path / "model").fine_nets.folds == [0, 1]
 
-    with pytest.raises(InputError, match="stage 1 fold 0 is also in"):
+    with pytest.raises(InputError, match="stage roi fold 0 is also in"):
         assemble_model([runs[0], runs[0], runs[2]], tmp_path / "again")
-    with pytest.raises(InputError, match="no stage-2 run"):
+    with pytest.raises(InputError, match="no fine stage run"):
         assemble_model(runs[:2], tmp_path / "again")
     other = tmp_path / "other"
     train_like_run(other, SMALL_PLAN.with_stage(2, crop_margin_vox=(1, 1, 1)), 2, 2)
@@ -156,7 +158,9 @@ def test_a_model_folder_from_before_plans_loads_with_its_implied_plan(tmp_path):
     }  # fmt: skip
     for stage, config in legacy.items():
         save_model_folder(
-            fold_dir(tmp_path / "model", stage, 0), build_model("small"), extra={"stage": config}
+            legacy_stage_dir(tmp_path / "model", stage) / "fold_0",
+            build_model("small"),
+            extra={"stage": config},
         )
     assert read_plan(tmp_path / "model") == SMALL_PLAN
     assert load_predictor(tmp_path / "model").plan == SMALL_PLAN
@@ -166,15 +170,17 @@ def test_a_fold_trained_with_another_plan_is_refused(tmp_path):
     model = save_random_model(tmp_path / "model", folds=(0,))
     other = SMALL_PLAN.with_stage(1, spacing_mm=2.5)
     save_fold(tmp_path / "odd", other, 1, 0, build_model("small"))
-    (fold_dir(model, 1, 1)).parent.mkdir(exist_ok=True)
-    (fold_dir(tmp_path / "odd", 1, 0)).rename(fold_dir(model, 1, 1))
+    (fold_path(model, SSCN_TWOSTAGE.role(1), 1)).parent.mkdir(exist_ok=True)
+    (fold_path(tmp_path / "odd", SSCN_TWOSTAGE.role(1), 0)).rename(
+        fold_path(model, SSCN_TWOSTAGE.role(1), 1)
+    )
     with pytest.raises(InputError, match=r"fold_1: this fold was made with another plan"):
         load_predictor(model)
 
 
 def test_the_roi_rule_thresholds_the_region_it_names():
+    from sparsekits.methods.sscn_twostage.predictor import _roi_probability
     from sparsekits.plan import RoiRule
-    from sparsekits.predict.pipeline import _roi_probability
 
     # a briefly trained stage 1: low kidney probability, mass high everywhere
     probabilities = np.array([[0.05, 0.9, 0.9], [0.6, 0.7, 0.1]], np.float32)

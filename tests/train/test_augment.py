@@ -9,12 +9,13 @@ import numpy as np
 
 from sparsekits.data.sparsify import sparsify
 from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
+from sparsekits.plan import Augmentation
 from sparsekits.train import augment
-from sparsekits.train.augment import AugmentConfig, Crop, augment_crop
+from sparsekits.train.augment import Crop, augment_crop
 
 STAGE1, STAGE2 = SSCN_TWOSTAGE.stages
 
-OFF = AugmentConfig(
+OFF = Augmentation(
     affine_p=0, flip_p=0, intensity_scale_p=0, intensity_shift_p=0, noise_p=0, smooth_p=0
 )
 ALL = replace(

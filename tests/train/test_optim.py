@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from sparsekits.models import build_model
-from sparsekits.train.optim import OptimConfig, build_optimizer, build_scheduler, lr_factor
+from sparsekits.plan import Optimiser
+from sparsekits.train.optim import build_optimizer, build_scheduler, lr_factor
 
 
 def test_optimizer_settings_and_decay_groups_on_the_real_network():
     model = build_model("small")
-    optimizer = build_optimizer(model, OptimConfig())
+    optimizer = build_optimizer(model, 5e-4)
     decayed, exempt = optimizer.param_groups
     assert (decayed["weight_decay"], exempt["weight_decay"]) == (1e-5, 0.0)
     assert decayed["lr"] == 5e-4 and decayed["betas"] == (0.9, 0.95) and decayed["eps"] == 1e-12
@@ -46,7 +47,7 @@ def test_scheduler_steps_per_optimiser_step_and_scales_with_epochs():
     """500 epochs of 2 steps: warm-up 2 steps, cosine over the last 400 epochs (800 steps)."""
     parameter = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.AdamW([parameter], lr=5e-4)
-    scheduler = build_scheduler(optimizer, OptimConfig(), steps_per_epoch=2, epochs=500)
+    scheduler = build_scheduler(optimizer, Optimiser(), steps_per_epoch=2, epochs=500)
     lrs = []
     for _ in range(1000):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -56,5 +57,5 @@ def test_scheduler_steps_per_optimiser_step_and_scales_with_epochs():
     assert lrs[200] == pytest.approx(5e-4) and lrs[201] < 5e-4
     assert lrs[600] == pytest.approx(2.5e-4)
     assert lrs[999] < 1e-8
-    short = build_scheduler(torch.optim.AdamW([parameter], lr=1.0), OptimConfig(), 10, 5)
+    short = build_scheduler(torch.optim.AdamW([parameter], lr=1.0), Optimiser(), 10, 5)
     assert short.lr_lambdas[0](10) == 1.0 and short.lr_lambdas[0](11) < 1.0  # last 80 %

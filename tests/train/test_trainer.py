@@ -86,7 +86,7 @@ def test_stage2_run_folder_from_a_raw_dataset(tiny_dataset, tmp_path):
     config = TrainConfig(data=tiny_dataset, out=out, **{**RUN, "stage": 2, "recipe": recipe})
     result = train(config)
 
-    assert list((out / "cache" / "stage2").glob("case_*_roi1.npz"))
+    assert list((out / "cache" / "fine").glob("case_*_roi1.npz"))
     assert (out / "splits.json").is_file() and (out / "config.json").is_file()
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     rows = _log_rows(out)
@@ -101,7 +101,7 @@ def test_stage2_run_folder_from_a_raw_dataset(tiny_dataset, tmp_path):
     assert (last["epoch"], last["position"], last["step"]) == (2, 0, 2)
     model, model_config, extra = load_model_folder(result.model_dir)
     assert model_config.name == "small"
-    assert extra["fold"] == 0 and extra["stage"] == 2
+    assert extra["fold"] == 0 and extra["stage"] == "fine"
     plan = Plan.from_dict(extra["plan"])  # the whole plan travels with the model
     assert plan.stage(2).recipe == recipe and plan.stage(2).network.name == "small"
     assert check_same_input(SSCN_TWOSTAGE, plan, out, "the run") is None

@@ -36,8 +36,11 @@ def dense_input(sample: Sample, device: torch.device) -> torch.Tensor:
 
 
 def stage_model_folder(model_dir: str | Path, stage: int) -> Path:
-    """Where the benchmark keeps stage ``stage``'s weights (one fold: ``fold_0``)."""
-    return Path(model_dir) / f"stage{stage}" / "fold_0"
+    """Where the benchmark keeps the weights of the stage at 1-based ``stage`` (fold 0)."""
+    from sparsekits.methods.sscn_twostage import ROLES
+    from sparsekits.models.bundle import fold_path
+
+    return fold_path(Path(model_dir), ROLES[stage - 1], 0)
 
 
 def measure_twin(

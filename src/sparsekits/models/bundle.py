@@ -52,17 +52,20 @@ def fold_record(fold_path: Path) -> tuple[Plan, str, int]:
         raise InputError(fold_path / CONFIG_FILE, problem) from error
 
 
-def save_fold(model_dir: Path, plan: Plan, role: str, fold: int, net, extra=None) -> Path:
-    """MODEL/<role>/fold_<fold> holding ``net``, and MODEL/plan.json."""
+def save_fold(model_dir: Path, plan: Plan, role: str | int, fold: int, net, extra=None) -> Path:
+    """MODEL/<role>/fold_<fold> holding ``net`` (``role``: a stage's role or 1-based position),
+    and MODEL/plan.json."""
+    role = plan.role(role)
     record = {"plan": plan.to_dict(), "stage": role, "fold": fold, **(extra or {})}
     path = save_model_folder(fold_path(model_dir, role, fold), net, extra=record)
     write_json_atomic(Path(model_dir) / PLAN_FILE, plan.to_dict())
     return path
 
 
-def model_stage_dir(model_dir: Path, plan: Plan, role: str) -> Path:
-    """The folder of stage ``role`` in MODEL: ``MODEL/<role>``, or ``MODEL/stage<k>`` in a model
-    written before stages had roles."""
+def model_stage_dir(model_dir: Path, plan: Plan, role: str | int) -> Path:
+    """The folder of stage ``role`` (or 1-based position) in MODEL: ``MODEL/<role>``, or
+    ``MODEL/stage<k>`` in a model written before stages had roles."""
+    role = plan.role(role)
     folder = stage_dir(model_dir, role)
     legacy = legacy_stage_dir(model_dir, plan.position(role))
     return legacy if not folder.is_dir() and legacy.is_dir() else folder

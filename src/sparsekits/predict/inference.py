@@ -51,17 +51,17 @@ def parse_folds(folds: str | Sequence[int]) -> list[int] | None:
 
 def load_stage_networks(
     model_dir: str | Path,
-    role: str,
+    role: str | int,
     folds: str | Sequence[int],
     device: str | torch.device,
     plan: Plan,
 ) -> StageNetworks:
-    """Load MODEL's stage ``role`` for the requested folds (all found ones for ``"all"``);
-    every fold must have been trained with ``plan``'s input."""
+    """Load MODEL's stage ``role`` (or 1-based position) for the requested folds (all found
+    ones for ``"all"``); every fold must have been trained with ``plan``'s input."""
     from sparsekits.models.bundle import fold_path, fold_record, model_stage_dir, require_folds
     from sparsekits.models.io import load_model_folder
 
-    model_dir = Path(model_dir)
+    model_dir, role = Path(model_dir), plan.role(role)
     found = require_folds(model_dir, plan, role)
     wanted = parse_folds(folds) or found
     missing = [fold for fold in wanted if fold not in found]
