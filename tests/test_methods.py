@@ -7,8 +7,8 @@ import dataclasses
 import json
 
 import pytest
-from cli_runner import run_cli
 
+from cli_runner import run_cli
 from sparsekits.errors import InputError
 from sparsekits.methods import DEFAULT_METHOD, get_method, method_names
 from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
