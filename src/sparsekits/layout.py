@@ -66,10 +66,6 @@ def legacy_stage_dir(root: Path, position: int) -> Path:
     return Path(root) / f"{LEGACY_STAGE_PREFIX}{position}"
 
 
-def fold_dir(model: Path, role: str, fold: int) -> Path:
-    return stage_dir(model, role) / f"{FOLD_PREFIX}{fold}"
-
-
 def fold_number(path: Path) -> int | None:
     """K of a ``fold_K`` folder name, None for any other name."""
     digits = path.name.removeprefix(FOLD_PREFIX)

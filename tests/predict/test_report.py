@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+import sparsekits
 from sparsekits.predict.overlay import reorient
 from sparsekits.predict.report import SideConfig, volume_report, write_report
 
@@ -111,6 +112,7 @@ def test_write_report_is_plain_json_with_boxes_timings_and_extra(tmp_path):
     loaded = json.loads(path.read_text())
     assert loaded["roi_boxes"] == [{"min_xyz": [1, 2, 3], "max_xyz": [4, 5, 6], "volume_ml": 2.0}]
     assert loaded["timings_s"] == {"stage1": 1.25}
+    assert loaded["sparsekits_version"] == sparsekits.__version__
     assert loaded["input"] == str(tmp_path / "ct.nii.gz")
     assert loaded["volumes_ml"]["right"]["tumor"] == pytest.approx(54 * VOXEL_ML)
     assert [p.name for p in path.parent.iterdir()] == ["case.json"]  # no temporary left

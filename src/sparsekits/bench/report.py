@@ -34,9 +34,11 @@ def machine_summary() -> str:
     device = "no GPU"
     if torch.cuda.is_available():
         device = torch.cuda.get_device_name(0)
+    from sparsekits import __version__
+
     return (
         f"{cpu}, {cores} cores, {ram}, {device}; {platform.system()} {platform.release()}; "
-        f"Python {platform.python_version()}, torch {torch.__version__} "
+        f"sparsekits {__version__}, Python {platform.python_version()}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), numpy {numpy.__version__}; "
         f"{datetime.date.today().isoformat()}"
     )
