@@ -7,7 +7,7 @@ Command (from the repository root; needs ../shared/data/kits23-labels):
 The CT is a phantom built on the real 611 x 512 x 512 KiTS23 label map case_00000 (0.5 x 0.92 x
 0.92 mm, stored I-P-L like every KiTS23 image), written as an int16 NIfTI. Both stages use the
 ``paper`` preset with random weights: a random stage 1 does not find kidneys, so the ROIs come from
-the phantom's own kidney labels through ``predict_file``'s ``foreground_hook`` (resampled to the
+the phantom's own kidney labels through the predictor's ``foreground_hook`` (resampled to the
 stage-1 grid, nearest). The stage-1 networks still run on the whole scan and stage 2 runs on the
 two real kidney ROIs, so every step costs what it costs with trained weights.
 
@@ -58,9 +58,9 @@ def build_inputs(work: Path, preset: str = "paper", seed: int = 0) -> dict:
     nib.save(image, work / "ct.nii.gz")
     np.save(work / "kidney.npy", labels.array > 0)
     plan = SSCN_TWOSTAGE.with_network(preset)
-    for stage in (1, 2):
+    for stage, role in enumerate(plan.roles, start=1):
         torch.manual_seed(seed + stage)
-        save_fold(work / "model", plan, stage, 0, build_model(preset))
+        save_fold(work / "model", plan, role, 0, build_model(preset))
     return {"shape": list(phantom.hu.shape), "spacing": list(labels.grid.spacing)}
 
 
@@ -69,25 +69,22 @@ def measure(work: str, repeats: int = 3, warmup: int = 1, profile: bool = False)
     import nibabel as nib
 
     from sparsekits.bench.measure import time_median
-    from sparsekits.data.geometry import Grid, resample
-    from sparsekits.predict.pipeline import TwoStagePredictor, predict_file
+    from sparsekits.data.geometry import Grid
+    from sparsekits.methods.sscn_twostage.chain import mask_foreground
+    from sparsekits.predict.pipeline import load_predictor, predict_file
 
     work = Path(work)
-    kidney = np.load(work / "kidney.npy").astype(np.uint8)
     header = nib.load(work / "ct.nii.gz")
-    ct_grid = Grid(header.shape, header.affine)
-    predictor = TwoStagePredictor(work / "model", device="cpu", folds="all")
+    predictor = load_predictor(work / "model", device="cpu", folds="all")
+    # Stands in for thresholding the roi-stage probabilities (timed in the "roi" step).
+    predictor.foreground_hook = mask_foreground(
+        np.load(work / "kidney.npy"), Grid(header.shape, header.affine)
+    )
     cases = []
-
-    def foreground(grid1) -> np.ndarray:
-        # Stands in for thresholding the stage-1 probabilities (timed in the "roi" step).
-        return resample(kidney, ct_grid, grid1, order=0) > 0
 
     def run() -> None:
         start = time.process_time()
-        case = predict_file(
-            predictor, work / "ct.nii.gz", work / "out" / "ct.nii.gz", foreground_hook=foreground
-        )
+        case = predict_file(predictor, work / "ct.nii.gz", work / "out" / "ct.nii.gz")
         case.timings["cpu_s"] = time.process_time() - start  # all threads: load-independent
         cases.append(case)
 

@@ -106,3 +106,10 @@ def test_a_model_of_another_method_is_refused_in_one_line(tmp_path):
     (tmp_path / "model" / "plan.json").write_text(json.dumps(SSCN_TWOSTAGE.to_dict()))
     with pytest.raises(InputError, match="holds a sscn-twostage model, not dense-coarse2fine"):
         load_predictor(tmp_path / "model", method="dense-coarse2fine")
+
+
+def test_train_refuses_a_stage_the_method_does_not_have_in_one_line(tmp_path):
+    run = run_cli("train", "--data", tmp_path, "--stage", "coarse", "--out", tmp_path / "run")
+    assert run.returncode == 2, run.stderr
+    assert "no such stage of sscn-twostage (its stages: roi, fine)" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1

@@ -178,7 +178,7 @@ def test_cli_reports_each_bad_case_in_one_line_and_exits_non_zero(tmp_path):
     _bad_dataset(tmp_path / "ds")
     gappy = tmp_path / "plain" / "gappy"
     write_dicom_series(gappy, synthetic_case(shape=(16, 16, 8))[0], skip_slices=(3,))
-    result = run_cli("preprocess", tmp_path / "ds", "--out", tmp_path / "cache", "--stage", "1")
+    result = run_cli("preprocess", tmp_path / "ds", "--out", tmp_path / "cache", "--stage", "roi")
     assert result.returncode == 1, result.stderr
     lines = result.stderr.splitlines()
     assert "1 processed, 0 already done, 6 failed" in result.stderr

@@ -55,7 +55,9 @@ def test_cache_and_predictor_see_the_same_input_bit_for_bit(phantom_case, tmp_pa
     monkeypatch.setattr(predictor_module, "predict_probabilities", recording)
 
     ground_truth_rois = mask_foreground(labels.array > 0, labels.grid)  # as preprocessing
-    load_predictor(model).predict_image(image, foreground_hook=ground_truth_rois)
+    predictor = load_predictor(model)
+    predictor.foreground_hook = ground_truth_rois
+    predictor.predict_image(image)
     manifest = json.loads((cache / "manifest.json").read_text())["cases"]["case_00000"]
     cached = [load_sample(cache / manifest["roi"][0]["file"])]
     cached += [load_sample(cache / entry["file"]) for entry in manifest["fine"]]

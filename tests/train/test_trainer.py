@@ -44,7 +44,7 @@ def _cli_args(data: Path, out: Path) -> list[str]:
         "train",
         "--data", str(data),
         "--out", str(out),
-        "--stage", "1",
+        "--stage", "roi",  # by role; RUN trains it by number
         "--fold", "0",
         "--preset", "small",
         "--epochs", str(RECIPE.epochs),

@@ -31,15 +31,15 @@ def measure_two_stage(
     from sparsekits.predict.pipeline import load_predictor
 
     image = read_image(image_path)
-    foreground = mask_foreground(np.load(kidney_path), image.grid)
     predictor = load_predictor(model_dir, device=device, folds=[0], tta=tta)
+    predictor.foreground_hook = mask_foreground(np.load(kidney_path), image.grid)
     if torch.device(device).type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
     stage_timings: list[dict] = []
 
     def run() -> None:
-        case = predictor.predict_image(image, foreground_hook=foreground)
+        case = predictor.predict_image(image)
         stage_timings.append({**case.timings, "rois": len(case.rois)})
 
     result = time_median(run, repeats=repeats, warmup=warmup)

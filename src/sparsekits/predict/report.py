@@ -163,8 +163,9 @@ def volume_report(
 ) -> dict:
     """The JSON-ready report of one label map on its grid (``grid_affine``: voxel -> RAS mm).
 
-    Keys: sparsekits_version, kidney_found, volumes_ml and lesion_counts (each {right, left, total}), voxel_volume_ml,
-    side_assignment (midline and components), roi_boxes, timings_s, then ``extra``'s keys.
+    Keys: sparsekits_version, kidney_found, volumes_ml and lesion_counts (each {right, left,
+    total}), voxel_volume_ml, side_assignment (midline and components), roi_boxes, timings_s,
+    then ``extra``'s keys.
     """
     voxel_ml = voxel_volume_ml(grid_affine)
     split = split_sides(labels, grid_affine, config)

@@ -54,18 +54,14 @@ class TwoStagePredictor:
         self.roi_nets = load_stage_networks(model_dir, "roi", folds, device, plan)
         self.fine_nets = load_stage_networks(model_dir, "fine", folds, device, plan)
         self.tta = tta
+        # Benchmarks with random weights set this: ``hook(roi view) -> bool mask`` replaces the
+        # roi networks' foreground (the networks still run, so timings stay honest).
+        self.foreground_hook: Foreground | None = None
         # On a CPU one ROI per pass costs the same and halves peak memory; a GPU likes batches.
         self.max_batch_voxels = MAX_BATCH_VOXELS if self.fine_nets.device.type == "cuda" else 0
 
-    def predict_image(
-        self,
-        image: Image,
-        keep_probabilities: bool = False,
-        foreground_hook: Foreground | None = None,
-    ) -> CasePrediction:
-        """Label map of ``image`` on its own grid. ``foreground_hook`` (benchmarks with random
-        weights) replaces the roi networks' foreground; the networks still run, so timings
-        stay honest."""
+    def predict_image(self, image: Image, keep_probabilities: bool = False) -> CasePrediction:
+        """Label map of ``image`` on its own grid."""
         timings: dict[str, float] = {}
         with timed(timings, "stage1_resample"):
             view = roi_view(image, self.plan)
@@ -74,7 +70,7 @@ class TwoStagePredictor:
                 self.roi_nets, [(view.coords, view.features)], tta=self.tta
             )
         with timed(timings, "roi"):
-            foreground = foreground_hook or _network_foreground(probabilities, self.plan.roi)
+            foreground = self.foreground_hook or _network_foreground(probabilities, self.plan.roi)
             chain = walk(image, self.plan, foreground, view)
         rois, bits = self._fine(chain, keep_probabilities)
         with timed(timings, "merge"):
