@@ -12,10 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
-from sparsekits.data.geometry import Grid, stage_grid_for
+from sparsekits.data.geometry import Grid, canonical_grid
 from sparsekits.data.io import Image, read_image
 from sparsekits.data.sample import Sample
 from sparsekits.data.sparsify import box_slices, sparsify
@@ -144,16 +143,5 @@ def _sample(case: BenchCase, stage: int, view: StageView) -> Sample:
 
 def plan_grid(source: Grid, spacing_xyz: tuple[float, float, float]) -> Grid:
     """The canonical grid covering ``source`` at anisotropic ``spacing_xyz`` (nnU-Net's target
-    spacing: in-plane x, y finer than the slice axis z), centred like ``stage_grid_for``."""
-    finest = min(spacing_xyz)
-    fine = stage_grid_for(source, finest)
-    extent = np.zeros(3)  # the source's extent (mm) along each canonical axis
-    orientation = nib.orientations.io_orientation(source.affine).astype(int)
-    for src_axis, (dst_axis, _flip) in enumerate(orientation):
-        extent[dst_axis] = source.shape[src_axis] * source.spacing[src_axis]
-    shape = np.maximum(1, np.ceil(extent / np.asarray(spacing_xyz) - 1e-6)).astype(np.int64)
-    ratio = np.asarray(spacing_xyz, dtype=float) / finest
-    index_map = np.eye(4)  # plan-grid index -> fine-grid index, centres aligned
-    index_map[:3, :3] = np.diag(ratio)
-    index_map[:3, 3] = (np.asarray(fine.shape) - 1) / 2 - ratio * (shape - 1) / 2
-    return Grid(tuple(shape), fine.affine @ index_map)
+    spacing: in-plane x, y finer than the slice axis z), centred on it."""
+    return canonical_grid(source, spacing_mm=spacing_xyz)

@@ -13,6 +13,7 @@ source's extent with their centres aligned to the source's centre.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import nibabel as nib
@@ -118,20 +119,37 @@ class Grid:
 
 def stage_grid_for(source: Grid, spacing_mm: float) -> Grid:
     """The canonical (RAS+), isotropic grid at ``spacing_mm`` covering ``source``'s extent."""
+    return canonical_grid(source, spacing_mm=(spacing_mm,) * 3)
+
+
+def canonical_grid(
+    source: Grid,
+    spacing_mm: Sequence[float | None] | None = None,
+    shape: Sequence[int | None] | None = None,
+) -> Grid:
+    """The canonical (RAS+) grid covering ``source``'s extent, centred on it. Along each
+    canonical axis (x, y, z): ``shape[a]`` voxels where given, else ``spacing_mm[a]`` mm where
+    given, else the source's own spacing along the source axis that maps there."""
     orientation = nib.orientations.io_orientation(source.affine)
     src_spacing = source.spacing
-    shape = [0, 0, 0]
-    index_map = np.zeros((4, 4))  # stage voxel index -> source voxel index
+    out_shape = [0, 0, 0]
+    index_map = np.zeros((4, 4))  # canonical voxel index -> source voxel index
     index_map[3, 3] = 1.0
     for src_axis, (dst_axis, flip) in enumerate(orientation.astype(int)):
         extent = source.shape[src_axis] * src_spacing[src_axis]
-        n = max(1, math.ceil(extent / spacing_mm - 1e-6))
-        step = flip * spacing_mm / src_spacing[src_axis]
-        shape[dst_axis] = n
+        count = None if shape is None else shape[dst_axis]
+        spacing = None if spacing_mm is None else spacing_mm[dst_axis]
+        if count is not None:
+            n, spacing = int(count), extent / int(count)
+        else:
+            spacing = src_spacing[src_axis] if spacing is None else float(spacing)
+            n = max(1, math.ceil(extent / spacing - 1e-6))
+        step = flip * spacing / src_spacing[src_axis]
+        out_shape[dst_axis] = n
         index_map[src_axis, dst_axis] = step
-        # Centres coincide: stage centre (n - 1) / 2 maps to the source centre.
+        # Centres coincide: the centre (n - 1) / 2 maps to the source centre.
         index_map[src_axis, 3] = (source.shape[src_axis] - 1) / 2 - step * (n - 1) / 2
-    return Grid(tuple(shape), source.affine @ index_map)
+    return Grid(tuple(out_shape), source.affine @ index_map)
 
 
 def resample(array: np.ndarray, src: Grid, dst: Grid, order: int, cval: float = 0) -> np.ndarray:
