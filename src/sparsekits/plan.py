@@ -30,7 +30,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from sparsekits.errors import InputError
 from sparsekits.layout import AIR_HU
@@ -70,9 +70,33 @@ class ZScore:
 
     mean: float
     std: float
+    rule: ClassVar[str] = "zscore"
 
     def __call__(self, hu):
         return (hu - self.mean) / self.std
+
+    def to_dict(self) -> dict:
+        return {"rule": self.rule, "mean": self.mean, "std": self.std}
+
+
+@dataclass(frozen=True)
+class ClipScale:
+    """Feature = HU clipped to [low, high], scaled linearly to [-1, 1] (seed 004)."""
+
+    low: float
+    high: float
+    rule: ClassVar[str] = "clip_scale"
+
+    def __call__(self, hu):
+        clipped = hu.clip(self.low, self.high)
+        return (clipped - self.low) * (2.0 / (self.high - self.low)) - 1.0
+
+    def to_dict(self) -> dict:
+        return {"rule": self.rule, "low": self.low, "high": self.high}
+
+
+# Plans written before normalisations had a rule held a z-score.
+NORMALISE_RULES: dict[str, type] = {ZScore.rule: ZScore, ClipScale.rule: ClipScale}
 
 
 @dataclass(frozen=True)
@@ -106,6 +130,34 @@ class Augmentation:
     smooth_sigma: tuple[float, float] = (0.25, 1.5)
     # What the affine brings in from outside the crop: air, outside every stage's HU window.
     pad_hu: float = AIR_HU
+    rule: ClassVar[str] = "hu_crop"
+
+
+@dataclass(frozen=True)
+class SlabAugmentation:
+    """Seed 004's augmentations of a dense slab, with MONAI's transforms
+    (``sparsekits.train.dense_classes``): a random crop of 0.6-1.3x the slab's in-plane size
+    resized back, brightness, contrast and gamma each in [0.6, 1.5], and an elastic deformation
+    (sigma 3-5, magnitude 100-200 voxels)."""
+
+    crop_p: float = 0.5
+    crop_scale: tuple[float, float] = (0.6, 1.3)
+    brightness_p: float = 0.3
+    brightness: tuple[float, float] = (0.6, 1.5)
+    contrast_p: float = 0.3
+    contrast: tuple[float, float] = (0.6, 1.5)
+    gamma_p: float = 0.3
+    gamma: tuple[float, float] = (0.6, 1.5)
+    elastic_p: float = 0.5
+    elastic_sigma: tuple[float, float] = (3.0, 5.0)
+    elastic_magnitude: tuple[float, float] = (100.0, 200.0)
+    rule: ClassVar[str] = "slab"
+
+
+AUGMENTATIONS: dict[str, type] = {
+    Augmentation.rule: Augmentation,
+    SlabAugmentation.rule: SlabAugmentation,
+}
 
 
 @dataclass(frozen=True)
@@ -121,7 +173,7 @@ class Recipe:
     samples_per_epoch: int | None = None  # None: one pass over the fold's training samples
     accumulation: int = 8  # samples per optimiser step (batch 1 each)
     augment: bool = True
-    augmentation: Augmentation = field(default_factory=Augmentation)
+    augmentation: Augmentation | SlabAugmentation = field(default_factory=Augmentation)
     optimiser: Optimiser = field(default_factory=Optimiser)
     folds: int = 5  # cross-validation folds, split by case
     split_seed: int = 42  # seed of the fold split (METHOD.md)
@@ -152,16 +204,22 @@ class Recipe:
         return problems
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        values["augmentation"]["rule"] = self.augmentation.rule
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> Recipe:
         """Inverse of ``to_dict``; recipes written before a setting existed get its default."""
         values = dict(values)
-        nested = {"augmentation": Augmentation, "optimiser": Optimiser}
-        for key, kind in nested.items():
-            if key in values:
-                values[key] = kind(**_tuples(values[key]))
+        if "optimiser" in values:
+            values["optimiser"] = Optimiser(**_tuples(values["optimiser"]))
+        if "augmentation" in values:
+            augmentation = _tuples(values["augmentation"])
+            kind = AUGMENTATIONS.get(augmentation.pop("rule", Augmentation.rule))
+            if kind is None:
+                raise ValueError(f"unknown augmentation (known: {sorted(AUGMENTATIONS)})")
+            values["augmentation"] = kind(**augmentation)
         return cls(**values)
 
 
@@ -182,17 +240,20 @@ class StagePlan:
 
     ``role`` names the stage within its method (``roi``, ``fine``; the CLI's ``--stage``). Arrays
     on a stage grid are in the canonical orientation (RAS+, axes x, y, z), so
-    ``crop_margin_vox`` is (x, y, z) in voxels of ``spacing_mm``.
+    ``crop_margin_vox`` is (x, y, z) in voxels of ``spacing_mm``. The grid is isotropic at
+    ``spacing_mm``, or, with ``shape``, has that many voxels along each axis (None: the source's
+    own spacing along it). ``sparsify`` None keeps every voxel (a dense stage).
     """
 
     role: str
-    spacing_mm: float
-    sparsify: HuWindow
-    normalise: ZScore
+    spacing_mm: float | None
+    sparsify: HuWindow | None
+    normalise: ZScore | ClipScale
     crop_margin_vox: tuple[int, int, int] = (0, 0, 0)
     body_crop: bool = False  # crop the grid to the body (the box of voxels denser than air)
-    network: ModelConfig = field(default_factory=lambda: resolve_config("paper"))
+    network: Any = field(default_factory=lambda: resolve_config("paper"))  # a network config
     recipe: Recipe = field(default_factory=Recipe)
+    shape: tuple[int | None, int | None, int | None] | None = None
 
     def features(self, hu):
         """The network's input feature of HU (numpy array or torch tensor)."""
@@ -205,32 +266,44 @@ class StagePlan:
         return values
 
     def to_dict(self) -> dict:
-        return {
+        values = {
             "role": self.role,
             "spacing_mm": self.spacing_mm,
-            "sparsify": self.sparsify.to_dict(),
-            "normalise": dataclasses.asdict(self.normalise),
+            "sparsify": None if self.sparsify is None else self.sparsify.to_dict(),
+            "normalise": self.normalise.to_dict(),
             "crop_margin_vox": list(self.crop_margin_vox),
             "body_crop": self.body_crop,
             "network": self.network.to_dict(),
             "recipe": self.recipe.to_dict(),
         }
+        if self.shape is not None:  # absent from isotropic stages, as in plans written before it
+            values["shape"] = list(self.shape)
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> StagePlan:
         values = dict(values)
-        sparsify = dict(values.pop("sparsify"))
-        rule = SPARSIFY_RULES.get(sparsify.pop("rule", None))
-        if rule is None:
-            raise ValueError(f"unknown sparsification rule (known: {sorted(SPARSIFY_RULES)})")
+        shape = values.pop("shape", None)
         return cls(
-            sparsify=rule(**sparsify),
-            normalise=ZScore(**values.pop("normalise")),
+            sparsify=_ruled(values.pop("sparsify"), SPARSIFY_RULES, None),
+            normalise=_ruled(values.pop("normalise"), NORMALISE_RULES, ZScore.rule),
             crop_margin_vox=tuple(values.pop("crop_margin_vox")),
+            shape=None if shape is None else tuple(shape),
             network=network_config_from_dict(values.pop("network")),
             recipe=Recipe.from_dict(values.pop("recipe")),
             **values,
         )
+
+
+def _ruled(values: dict | None, rules: dict[str, type], default: str | None):
+    """The rule object a ``{"rule": ..., ...}`` dict names (``default`` when it names none)."""
+    if values is None:
+        return None
+    values = dict(values)
+    rule = rules.get(values.pop("rule", default))
+    if rule is None:
+        raise ValueError(f"unknown rule in {values} (known: {sorted(rules)})")
+    return rule(**values)
 
 
 ROI_REGIONS = ("max", "kidney_and_mass")
@@ -272,6 +345,10 @@ class Plan:
     stages: tuple[StagePlan, ...]
     roi: RoiRule = field(default_factory=RoiRule)
     region_threshold: float = 0.5  # on region probabilities, for the final label map
+    # Post-processing (methods that use it): connected components of the kidney with its masses,
+    # of tumour and of cyst smaller than these volumes (mL) are dropped (kidney) or become
+    # kidney (lesions). Zero keeps every component.
+    min_component_ml: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -288,6 +365,8 @@ class Plan:
             problems += [f"stage {stage.role}: {problem}" for problem in stage.recipe.problems()]
         if not 0 < self.region_threshold < 1:
             problems.append("region_threshold must lie in (0, 1)")
+        if len(self.min_component_ml) != 3 or min(self.min_component_ml) < 0:
+            problems.append("min_component_ml: three volumes >= 0 (kidney, tumour, cyst)")
         try:
             method = get_method(self.method)
         except ValueError as error:
@@ -359,6 +438,7 @@ class Plan:
             "stages": [stage.to_dict() for stage in self.stages],
             "roi": dataclasses.asdict(self.roi),
             "region_threshold": self.region_threshold,
+            "min_component_ml": list(self.min_component_ml),
         }
 
     @classmethod
@@ -384,6 +464,7 @@ class Plan:
             stages=tuple(stages),
             roi=RoiRule(**values["roi"]),
             region_threshold=float(values["region_threshold"]),
+            min_component_ml=tuple(values.get("min_component_ml", (0.0, 0.0, 0.0))),
         )
 
     def save(self, path: str | Path) -> Path:

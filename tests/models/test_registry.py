@@ -49,14 +49,22 @@ def test_every_architecture_builds_from_its_config_class(key):
     entry = get_architecture(key)
     config_class = entry.load_config_class()
     assert entry.configured_by(config_class)
-    config = network_config_from_dict(config_class(architecture=key, **TINY).to_dict())
+    tiny = TINY if config_class is ModelConfig else {}
+    config = network_config_from_dict(config_class(architecture=key, **tiny).to_dict())
     assert type(config) is config_class and config.architecture == key
     model = build_model(config)
-    expected = DenseConvNeXtUNet if entry.dense else SparseConvNeXtUNet
-    assert type(model) is expected and model.config == config
+    assert type(model).__name__ == BUILT[key] and model.config == config
 
 
-@pytest.mark.parametrize("key", sorted(ARCHITECTURES))
+BUILT = {
+    "sparse-convnext-unet": "SparseConvNeXtUNet",
+    "dense-convnext-unet": "DenseConvNeXtUNet",
+    "dense-resunet": "DynUNet",
+}
+TWINNED = sorted(key for key, entry in ARCHITECTURES.items() if entry.twin is not None)
+
+
+@pytest.mark.parametrize("key", TWINNED)
 def test_twins_share_the_config_class_and_the_state_dict(key):
     entry = get_architecture(key)
     twin = get_architecture(entry.twin)
@@ -78,7 +86,7 @@ def test_dense_builds_the_dense_twin_which_keeps_the_config():
 
 
 def test_unknown_architecture_is_refused_with_the_known_keys():
-    known = r"\['dense-convnext-unet', 'sparse-convnext-unet'\]"
+    known = r"\['dense-convnext-unet', 'dense-resunet', 'sparse-convnext-unet'\]"
     with pytest.raises(ValueError, match=rf"unknown architecture 'resnet' \(known: {known}\)"):
         network_config_from_dict({**OLD_SMALL, "name": "custom", "architecture": "resnet"})
     with pytest.raises(ValueError, match="invalid model config: unknown architecture 'resnet'"):

@@ -117,10 +117,10 @@ def _save(path: Path, sample: Sample, cache: Path) -> dict:
         "file": str(path.relative_to(cache)),
         "roi_index": sample.roi_index,
         "shape": list(sample.hu.shape),
-        "kept_voxels": len(sample.coords),
+        "kept_voxels": sample.kept_voxels,
         "kept_fraction": sample.meta["kept_fraction"],
         # kept voxels of each label 0-3: training finds the samples that hold a mass here
-        "label_voxels": np.bincount(sample.labels[tuple(sample.coords.T)], minlength=4).tolist(),
+        "label_voxels": np.bincount(sample.kept_labels().ravel(), minlength=4).tolist(),
     }
 
 

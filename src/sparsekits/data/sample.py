@@ -23,16 +23,34 @@ class Sample:
     roi_index: int  # -1 for stage 1 (the whole scan), else the ROI component (0 = largest)
     hu: np.ndarray  # int16 [X, Y, Z]: HU on the stage's canonical isotropic grid, cropped
     affine: np.ndarray  # float64 [4, 4]: voxel -> world (RAS, mm) of ``hu``
-    coords: np.ndarray  # int32 [N, 3]: kept voxels (x, y, z) in ``hu``
-    features: np.ndarray  # float32 [N, 1]: normalised HU of the kept voxels
+    coords: np.ndarray | None  # int32 [N, 3]: kept voxels (x, y, z) in ``hu``; None: dense
+    features: np.ndarray | None  # float32 [N, 1]: normalised HU of the kept voxels
     labels: np.ndarray | None = None  # uint8 [X, Y, Z], 0-3
     regions: np.ndarray | None = None  # bool [N, 3]: region targets of the kept voxels
     roi_mask: np.ndarray | None = None  # bool [X, Y, Z]: stage 2's dilated ROI component
     meta: dict = field(default_factory=dict)  # source path/shape/affine, kept fraction, ...
 
     @property
+    def dense(self) -> bool:
+        """A dense stage's sample: the network sees every voxel of ``hu`` (in ``roi_mask``)."""
+        return self.coords is None
+
+    @property
+    def kept_voxels(self) -> int:
+        if self.dense:
+            return int(self.hu.size if self.roi_mask is None else self.roi_mask.sum())
+        return len(self.coords)
+
+    @property
     def kept_fraction(self) -> float:
-        return len(self.coords) / max(1, self.hu.size)
+        return self.kept_voxels / max(1, self.hu.size)
+
+    def kept_labels(self) -> np.ndarray:
+        """The labels of the voxels the network learns from: the kept ones of a sparse sample,
+        every voxel of a dense one (inside its ``roi_mask`` when it has one)."""
+        if self.dense:
+            return self.labels if self.roi_mask is None else self.labels[self.roi_mask]
+        return self.labels[tuple(self.coords.T)]
 
 
 _ARRAYS = ("hu", "affine", "coords", "features", "labels", "regions", "roi_mask")

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 METHODS: dict[str, str] = {
     "sscn-twostage": "sparsekits.methods.sscn_twostage",
+    "dense-coarse2fine": "sparsekits.methods.dense_coarse2fine",
 }
 DEFAULT_METHOD = "sscn-twostage"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 from sparsekits.models.registry import DEFAULT_ARCHITECTURE, get_architecture
 from sparsekits.regions import NUM_REGIONS
@@ -133,9 +134,10 @@ def preset_name(config: ModelConfig) -> ModelConfig:
     return config
 
 
-def resolve_config(config: ModelConfig | str) -> ModelConfig:
-    """A ``ModelConfig`` as given, or the preset of that name."""
-    if isinstance(config, ModelConfig):
+def resolve_config(config: ModelConfig | str | Any) -> Any:
+    """A network config as given (any architecture's), or the ``ModelConfig`` preset of that
+    name."""
+    if not isinstance(config, str):
         return config
     if config not in PRESETS:
         raise ValueError(f"unknown preset {config!r} (known: {sorted(PRESETS)})")

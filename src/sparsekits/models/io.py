@@ -50,7 +50,8 @@ def save_model_folder(
     header = json.dumps(extra or {})  # fail on non-JSON extra before writing anything
     weights = path / WEIGHTS_FILE
     state = {
-        name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
+        name: tensor.detach().cpu().contiguous()
+        for name, tensor in unique_state_dict(model).items()
     }
     with atomic_path(weights) as tmp:
         save_file(state, str(tmp), metadata={"format": FORMAT})
@@ -91,7 +92,8 @@ def load_model_folder(
     problem = _state_dict_mismatch(model, state)
     if problem:
         raise InputError(weights, f"does not fit the network of {CONFIG_FILE}: {problem}")
-    model.load_state_dict(state)
+    # Only aliases of loaded tensors are missing (unique_state_dict): they share the parameters.
+    model.load_state_dict(state, strict=False)
     return model.to(device).eval(), config, header["extra"]
 
 
@@ -121,8 +123,23 @@ def read_config(config_path: Path) -> dict:
     return {"config": config, "sha256": sha256, "extra": extra, "sparsekits_version": version}
 
 
+def unique_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` without aliases: MONAI's DynUNet registers each block under two
+    names (its ``skip_layers`` hold the same modules), which safetensors refuses to save twice.
+    The first name of each tensor, in state_dict order, is kept: the same for every network of
+    one architecture, so saving and loading agree."""
+    state, seen = {}, set()
+    for name, tensor in model.state_dict().items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if tensor.numel() and key in seen:
+            continue
+        seen.add(key)
+        state[name] = tensor
+    return state
+
+
 def _state_dict_mismatch(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> str:
-    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    expected = {name: tuple(t.shape) for name, t in unique_state_dict(model).items()}
     found = {name: tuple(t.shape) for name, t in state.items()}
     problems = []
     if missing := sorted(expected.keys() - found.keys()):

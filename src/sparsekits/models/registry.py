@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 SPARSE_CONVNEXT_UNET = "sparse-convnext-unet"
 DENSE_CONVNEXT_UNET = "dense-convnext-unet"
+DENSE_RESUNET = "dense-resunet"
 # What a network config means without a key: everything written before the key existed.
 DEFAULT_ARCHITECTURE = SPARSE_CONVNEXT_UNET
 
@@ -71,6 +72,12 @@ ARCHITECTURES: dict[str, Architecture] = {
             builder="sparsekits.models.dense:DenseConvNeXtUNet.from_config",
             dense=True,
             twin=SPARSE_CONVNEXT_UNET,
+        ),
+        Architecture(
+            key=DENSE_RESUNET,
+            config_class="sparsekits.models.resunet:ResUNetConfig",
+            builder="sparsekits.models.resunet:build_resunet",
+            dense=True,
         ),
     )
 }

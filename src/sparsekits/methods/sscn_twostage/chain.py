@@ -59,9 +59,10 @@ def walk(image: Image, plan: Plan, foreground: Foreground, view: StageView | Non
 
 def mask_foreground(mask: np.ndarray, source_grid) -> Foreground:
     """A foreground from a mask on the scan's own grid (ground-truth kidneys, an organ map)."""
+    mask = np.asarray(mask).astype(np.uint8)  # once: a KiTS-size mask takes ~0.2 s to convert
 
     def foreground(view: StageView) -> np.ndarray:
-        return view.labels_of(np.asarray(mask).astype(np.uint8), source_grid) > 0
+        return view.labels_of(mask, source_grid) > 0
 
     return foreground
 

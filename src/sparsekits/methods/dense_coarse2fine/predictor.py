@@ -1,0 +1,136 @@
+"""Prediction with the dense cascade (seed 004): coarse kidney mask on the whole scan -> the ROI
+around its kidneys -> kidney mask on the ROI -> kidney / tumour / cyst in the kidney region ->
+connected components under the plan's volumes removed -> the input's grid.
+
+Every network's softmax is averaged over its folds and, with ``tta``, over the mirroring along z
+(the seed's test-time augmentation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cc3d
+import numpy as np
+import torch
+
+from sparsekits.data.geometry import Grid, resample
+from sparsekits.data.io import Image
+from sparsekits.methods.dense_coarse2fine.views import DenseView, region_mask, walk
+from sparsekits.plan import Plan
+from sparsekits.predict.inference import StageNetworks, load_stage_networks
+from sparsekits.predict.result import CasePrediction, RoiPrediction
+from sparsekits.timing import timed
+
+# Channels-last 3D on a CPU: the memory format the dense networks run fastest in there
+# (BENCHMARKS.md, "dense-coarse2fine").
+CPU_MEMORY_FORMAT = torch.channels_last_3d
+
+
+class Coarse2FinePredictor:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        plan: Plan,
+        device: str = "cpu",
+        folds: str | Sequence[int] = "all",
+        tta: bool = False,
+    ):
+        self.plan = plan
+        self.nets = {
+            role: load_stage_networks(model_dir, role, folds, device, plan) for role in plan.roles
+        }
+        self.tta = tta
+        self.memory_format = (
+            CPU_MEMORY_FORMAT if torch.device(device).type == "cpu" else torch.contiguous_format
+        )
+        for networks in self.nets.values():
+            for model in networks.models:
+                model.to(memory_format=self.memory_format)
+
+    def predict_image(self, image: Image, keep_probabilities: bool = False) -> CasePrediction:
+        timings: dict[str, float] = {}
+        with timed(timings, "coarse"):
+            chain = walk(image, self.plan, self._coarse_kidney)
+        labels = np.zeros(image.grid.shape, np.uint8, order="F")
+        if chain.fine_grid is None:
+            return CasePrediction(
+                labels, image.grid, [], timings, _empty(keep_probabilities, image)
+            )
+        roi_timings: dict[str, float] = {}
+        with timed(roi_timings, "view"):
+            view = chain.fine_view()
+        with timed(roi_timings, "kidney"):
+            kidney = self._probabilities("kidney", view).argmax(0) > 0
+        with timed(roi_timings, "lesion"):
+            region = region_mask(kidney, view.grid, self.plan.roi.dilation_mm)
+            probabilities = self._probabilities("lesion", view, region)
+            fine = np.where(kidney, np.maximum(probabilities.argmax(0), 1), 0).astype(np.uint8)
+        with timed(roi_timings, "postprocess"):
+            drop_small_components(fine, view.grid, self.plan.min_component_ml)
+        with timed(roi_timings, "map_back"):
+            lo, hi = image.grid.box_covering(view.grid)
+            box = tuple((int(b), int(e)) for b, e in zip(lo, hi, strict=True))
+            sub = image.grid.crop(lo, hi)
+            labels[tuple(slice(b, e) for b, e in box)] = resample(fine, view.grid, sub, order=0)
+        world_box = tuple(corner.round(2).tolist() for corner in view.grid.world_bounds())
+        roi = RoiPrediction(0, view.grid, box, world_box, int(region.sum()), roi_timings)
+        if keep_probabilities:
+            roi.coords = np.argwhere(region).astype(np.int32)
+            roi.probabilities = probabilities[:, region].T.astype(np.float32)
+        timings["fine"] = sum(roi_timings.values())
+        roi_mask = _roi_mask(image.grid, box) if keep_probabilities else None
+        return CasePrediction(labels, image.grid, [roi], timings, roi_mask, chain.coarse.hu.size)
+
+    def _coarse_kidney(self, view: DenseView) -> np.ndarray:
+        return self._probabilities("coarse", view).argmax(0) > 0
+
+    @torch.no_grad()
+    def _probabilities(
+        self, role: str, view: DenseView, region: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Softmax [C, X, Y, Z] of stage ``role`` on ``view`` (outside ``region``: air)."""
+        networks: StageNetworks = self.nets[role]
+        stage = self.plan.stage(role)
+        image = stage.features(view.hu.astype(np.float32))
+        if region is not None:
+            image[~region] = stage.features(np.float32(-1024.0))
+        tensor = torch.from_numpy(image)[None, None].to(networks.device)
+        flips = ((), (4,)) if self.tta else ((),)
+        total = None
+        for flip in flips:
+            batch = (tensor.flip(flip) if flip else tensor).to(memory_format=self.memory_format)
+            for model in networks.models:
+                logits = model(batch).float()
+                soft = torch.softmax(logits, dim=1)
+                soft = soft.flip(flip) if flip else soft
+                total = soft if total is None else total + soft
+        return (total / (len(flips) * len(networks.models)))[0].cpu().numpy()
+
+
+def drop_small_components(labels: np.ndarray, grid: Grid, min_ml: Sequence[float]) -> None:
+    """In place: kidney (with masses) components under ``min_ml[0]`` become background, tumour
+    and cyst components under ``min_ml[1]`` and ``min_ml[2]`` become kidney."""
+    voxel_ml = float(np.prod(grid.spacing)) / 1000.0
+    for label, minimum, becomes in ((None, min_ml[0], 0), (2, min_ml[1], 1), (3, min_ml[2], 1)):
+        if minimum <= 0:
+            continue
+        mask = labels > 0 if label is None else labels == label
+        components, count = cc3d.connected_components(mask, connectivity=26, return_N=True)
+        if count == 0:
+            continue
+        sizes = np.bincount(components.ravel(), minlength=count + 1)
+        small = np.flatnonzero(sizes * voxel_ml < minimum)
+        small = small[small > 0]
+        labels[np.isin(components, small)] = becomes
+
+
+def _roi_mask(grid: Grid, box) -> np.ndarray:
+    mask = np.zeros(grid.shape, np.uint8, order="F")
+    mask[tuple(slice(b, e) for b, e in box)] = 1
+    return mask
+
+
+def _empty(keep: bool, image: Image) -> np.ndarray | None:
+    return np.zeros(image.grid.shape, np.uint8, order="F") if keep else None
