@@ -39,29 +39,39 @@ SECTION = "predict_speed"
 TARGETS = {"total_s": 60.0, "peak_rss_mb": 6 * 1024.0}
 
 
-def build_inputs(work: Path, preset: str = "paper", seed: int = 0) -> dict:
-    """Write the phantom CT, its kidney mask and a random two-stage model folder under ``work``."""
+def write_kits_size_phantom(work: Path, seed: int = 0) -> dict:
+    """``work/ct.nii.gz`` (a phantom on the real label map case_00000), its labels and kidney
+    mask (``labels.nii.gz``, ``kidney.npy``); returns the CT's shape and spacing."""
     import nibabel as nib
-    import torch
 
     from sparsekits.data.io import read_label_map
-    from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
-    from sparsekits.models import build_model
-    from sparsekits.models.bundle import save_fold
     from sparsekits.phantoms import make_phantom
 
     labels = read_label_map(LABELS)
     phantom = make_phantom(seed, labels=labels.array, affine=labels.grid.affine)
-    image = nib.Nifti1Image(phantom.hu, phantom.affine)
-    image.set_qform(phantom.affine, code=1)
-    image.set_sform(phantom.affine, code=1)
-    nib.save(image, work / "ct.nii.gz")
+    for name, array in (("ct", phantom.hu), ("labels", labels.array.astype(np.uint8))):
+        image = nib.Nifti1Image(array, phantom.affine)
+        image.set_qform(phantom.affine, code=1)
+        image.set_sform(phantom.affine, code=1)
+        nib.save(image, work / f"{name}.nii.gz")
     np.save(work / "kidney.npy", labels.array > 0)
+    return {"shape": list(phantom.hu.shape), "spacing": list(labels.grid.spacing)}
+
+
+def build_inputs(work: Path, preset: str = "paper", seed: int = 0) -> dict:
+    """Write the phantom CT, its kidney mask and a random two-stage model folder under ``work``."""
+    import torch
+
+    from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
+    from sparsekits.models import build_model
+    from sparsekits.models.bundle import save_fold
+
+    inputs = write_kits_size_phantom(work, seed)
     plan = SSCN_TWOSTAGE.with_network(preset)
     for stage, role in enumerate(plan.roles, start=1):
         torch.manual_seed(seed + stage)
         save_fold(work / "model", plan, role, 0, build_model(preset))
-    return {"shape": list(phantom.hu.shape), "spacing": list(labels.grid.spacing)}
+    return inputs
 
 
 def measure(work: str, repeats: int = 3, warmup: int = 1, profile: bool = False) -> dict:
@@ -70,7 +80,7 @@ def measure(work: str, repeats: int = 3, warmup: int = 1, profile: bool = False)
 
     from sparsekits.bench.measure import time_median
     from sparsekits.data.geometry import Grid
-    from sparsekits.methods.sscn_twostage.chain import mask_foreground
+    from sparsekits.data.stage_view import mask_foreground
     from sparsekits.predict.pipeline import load_predictor, predict_file
 
     work = Path(work)

@@ -181,6 +181,8 @@ class Recipe:
     # prediction and target scores 1, as in the KiTS23 scorer.
     dice_smooth: float = 1e-5
     deep_supervision_decay: float = 0.5  # level k of the deep supervision weighs decay**k
+    # Per output class weights of a softmax loss (Dice and cross-entropy); None: all equal.
+    class_weights: tuple[float, ...] | None = None
 
     def problems(self) -> list[str]:
         problems = []
@@ -199,6 +201,8 @@ class Recipe:
             problems.append("lr and dice_smooth must be positive")
         if not 0 < self.deep_supervision_decay <= 1:
             problems.append("deep_supervision_decay must be in (0, 1]")
+        if self.class_weights is not None and min(self.class_weights, default=0) <= 0:
+            problems.append("class_weights must be positive")
         if not 0 <= self.optimiser.cosine_fraction <= 1 or self.optimiser.warmup_epochs < 0:
             problems.append("optimiser: cosine_fraction in [0, 1], warmup_epochs >= 0")
         return problems
@@ -212,6 +216,8 @@ class Recipe:
     def from_dict(cls, values: dict) -> Recipe:
         """Inverse of ``to_dict``; recipes written before a setting existed get its default."""
         values = dict(values)
+        if values.get("class_weights") is not None:
+            values["class_weights"] = tuple(values["class_weights"])
         if "optimiser" in values:
             values["optimiser"] = Optimiser(**_tuples(values["optimiser"]))
         if "augmentation" in values:

@@ -16,7 +16,7 @@ from cli_runner import run_cli
 from sparsekits.data.datasets import Case
 from sparsekits.data.io import read_image, read_label_map
 from sparsekits.methods.dense_coarse2fine import DEMO, DEMO_QUICK, REFERENCE
-from sparsekits.methods.dense_coarse2fine.predictor import drop_small_components
+from sparsekits.methods.dense_coarse2fine.predictor import drop_small_components, largest_components
 from sparsekits.methods.dense_coarse2fine.samples import case_samples
 from sparsekits.methods.dense_coarse2fine.views import coarse_view
 from sparsekits.models.build import build_model
@@ -60,7 +60,7 @@ def test_the_reference_preset_has_the_seeds_sizes():
 def test_views_cut_the_roi_around_the_kidneys_with_the_sources_slices(phantom, samples):
     image = read_image(phantom.image)
     view = coarse_view(image, DEMO)
-    assert view.grid.shape == (48, 48, 48) and view.hu.dtype == np.int16
+    assert view.grid.shape == DEMO.stage("coarse").shape and view.hu.dtype == np.int16
     kidney_sample = samples["kidney"][0]
     assert kidney_sample.hu.shape[:2] == (96, 64)
     # no resampling along z: the fine grid keeps the source's 2.5 mm slices
@@ -141,6 +141,8 @@ def test_small_components_are_dropped_or_become_kidney():
     labels[10:12, 10:12, 10:12] = 2  # a tumour of 8 uL
     labels[10:20, 10:20, 14:24] = 3  # a cyst of 1 mL
     labels[30:32, 30:32, 30:32] = 1  # a stray kidney speck
+    kept = largest_components(labels > 0, 1)
+    assert kept[6, 6, 6] and not kept[31, 31, 31]
     drop_small_components(labels, Grid((40, 40, 40), np.eye(4)), (0.5, 0.1, 0.1))
     assert labels[31, 31, 31] == 0 and labels[11, 11, 11] == 1 and labels[15, 15, 18] == 3
 

@@ -15,11 +15,11 @@ from cli_runner import run_cli
 from sparsekits.data.io import read_image, read_label_map
 from sparsekits.data.preprocess import preprocess_dataset
 from sparsekits.data.sample import load_sample
+from sparsekits.data.stage_view import mask_foreground
 from sparsekits.errors import InputError
 from sparsekits.layout import PLAN_FILE, legacy_stage_dir
 from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 from sparsekits.methods.sscn_twostage import predictor as predictor_module
-from sparsekits.methods.sscn_twostage.chain import mask_foreground
 from sparsekits.models import build_model, save_model_folder
 from sparsekits.models.bundle import assemble_model, fold_path, read_plan, save_fold
 from sparsekits.phantoms import write_phantom_dataset

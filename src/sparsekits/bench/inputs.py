@@ -18,11 +18,11 @@ from sparsekits.data.geometry import Grid, canonical_grid
 from sparsekits.data.io import Image, read_image
 from sparsekits.data.sample import Sample
 from sparsekits.data.sparsify import box_slices, sparsify
-from sparsekits.data.stage_view import StageView
+from sparsekits.data.stage_view import StageView, mask_foreground
 from sparsekits.errors import InputError
 from sparsekits.layout import nifti_stem
 from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
-from sparsekits.methods.sscn_twostage.chain import Chain, mask_foreground, roi_view, walk
+from sparsekits.methods.sscn_twostage.chain import Chain, roi_view, walk
 from sparsekits.plan import HuWindow, Plan
 
 # Every int16 HU value: a window that keeps each voxel.

@@ -89,7 +89,9 @@ def run_benchmark(
     if plan.method != SSCN_TWOSTAGE.method:
         # Sparse against its dense twin, stage by stage: a comparison of this method's networks.
         raise InputError(
-            input, f"the twin benchmark measures {SSCN_TWOSTAGE.method}, not {plan.method}"
+            input,
+            f"the twin benchmark measures {SSCN_TWOSTAGE.method}'s networks, not {plan.method}'s "
+            "(benchmarks/methods.py compares the methods)",
         )
     if preset is not None:
         plan = plan.with_network(preset)

@@ -27,7 +27,7 @@ def measure_two_stage(
     ``kidney_path`` is a .npy bool mask on the CT's grid that places the stage-2 ROIs.
     """
     from sparsekits.data.io import read_image
-    from sparsekits.methods.sscn_twostage.chain import mask_foreground
+    from sparsekits.data.stage_view import mask_foreground
     from sparsekits.predict.pipeline import load_predictor
 
     image = read_image(image_path)

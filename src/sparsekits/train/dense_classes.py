@@ -5,7 +5,8 @@ to its ``roi_mask`` when it has one (voxels outside read as air), cut to a slab 
 recipe's ``patch_vox`` is set (seed 004 trains on 48-slice slabs; a slab drawn for a lesion is
 centred on one), and augmented with MONAI's transforms (``plan.SlabAugmentation``). Targets are
 class indices: the kidney with its masses against the rest (``kits_labels`` False), or the
-KiTS23 labels 0-3. The loss is MONAI's Dice + cross-entropy on the softmax; Dice is counted per
+KiTS23 labels 0-3. The loss is MONAI's Dice + cross-entropy on the softmax, each weighted per
+class by the recipe's ``class_weights`` (seed 004's weighted Dice + CE); Dice is counted per
 KiTS23 region, as for the sparse method, so logs compare.
 """
 
@@ -84,11 +85,13 @@ class DenseClassTask:
         self.class_names = REGION_NAMES if kits_labels else REGION_NAMES[:1]
         from monai.losses import DiceCELoss
 
+        weights = self.recipe.class_weights
         self._loss = DiceCELoss(
             to_onehot_y=True,
             softmax=True,
             smooth_nr=self.recipe.dice_smooth,
             smooth_dr=self.recipe.dice_smooth,
+            weight=None if weights is None else torch.tensor(weights, dtype=torch.float32),
         )
 
     def dataset(self, paths: list[Path], train: bool) -> DenseSampleSet:

@@ -12,6 +12,7 @@ import numpy as np
 
 from sparsekits.data.io import Image
 from sparsekits.data.sample import Sample
+from sparsekits.data.stage_view import mask_foreground
 from sparsekits.methods.dense_coarse2fine.views import DenseView, region_mask, walk
 from sparsekits.plan import Plan
 
@@ -19,12 +20,7 @@ from sparsekits.plan import Plan
 def case_samples(
     case, image: Image, labels: np.ndarray, plan: Plan, roles: Sequence[str]
 ) -> Iterator[tuple[str, str, Sample]]:
-    kidney = labels > 0
-
-    def ground_truth(view: DenseView) -> np.ndarray:
-        return view.labels_of(kidney.astype(np.uint8), image.grid) > 0
-
-    chain = walk(image, plan, ground_truth)
+    chain = walk(image, plan, mask_foreground(labels > 0, image.grid))
     if "coarse" in roles:
         yield "coarse", case.case_id, _sample(case, image, labels, plan, "coarse", chain.coarse)
     if chain.fine_grid is None or not {"kidney", "lesion"} & set(roles):

@@ -15,7 +15,7 @@ from sparsekits.data.io import Image
 from sparsekits.data.roi import extract_roi_components
 from sparsekits.data.sample import Sample
 from sparsekits.data.sparsify import kept_fraction
-from sparsekits.data.stage_view import StageView, stage1_view, stage2_view
+from sparsekits.data.stage_view import StageView, mask_foreground, stage1_view, stage2_view
 from sparsekits.plan import Plan
 from sparsekits.regions import labels_to_regions
 
@@ -55,16 +55,6 @@ def walk(image: Image, plan: Plan, foreground: Foreground, view: StageView | Non
     mask = np.asarray(foreground(view), dtype=bool)
     components = extract_roi_components(mask, plan.stage("roi").spacing_mm, plan.roi)
     return Chain(image, plan, view, components)
-
-
-def mask_foreground(mask: np.ndarray, source_grid) -> Foreground:
-    """A foreground from a mask on the scan's own grid (ground-truth kidneys, an organ map)."""
-    mask = np.asarray(mask).astype(np.uint8)  # once: a KiTS-size mask takes ~0.2 s to convert
-
-    def foreground(view: StageView) -> np.ndarray:
-        return view.labels_of(mask, source_grid) > 0
-
-    return foreground
 
 
 def case_samples(
