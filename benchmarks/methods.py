@@ -33,6 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "methods"
 FULL_SIZE = {"sscn-twostage": "paper", "dense-coarse2fine": "reference"}
+MEMORY_FORMAT_DEPTH = 16
 
 
 def write_inputs(work: Path, seed: int = 0) -> dict:
@@ -127,9 +128,9 @@ def measure_training_step(work: str, method: str, repeats: int = 3) -> dict:
     return results
 
 
-def measure_memory_format(repeats: int = 3) -> dict:
-    """Fresh-process target: the reference kidney network's forward pass on a 384 x 224 x 48
-    slab, contiguous and channels_last_3d."""
+def measure_memory_format(repeats: int = 3, depth: int = 16) -> dict:
+    """Fresh-process target: the reference kidney network's forward pass on a 384 x 224 x
+    ``depth`` slab, contiguous and channels_last_3d."""
     import torch
 
     from sparsekits.models.build import build_model
@@ -137,7 +138,7 @@ def measure_memory_format(repeats: int = 3) -> dict:
 
     net = build_model(default_plan("dense-coarse2fine", "reference").stage("kidney").network)
     net.eval()
-    x = torch.randn(1, 1, 384, 224, 48)
+    x = torch.randn(1, 1, 384, 224, depth)
     result = {}
     formats = {"contiguous": torch.contiguous_format, "channels_last_3d": torch.channels_last_3d}
     for name, memory_format in formats.items():
@@ -180,7 +181,13 @@ def _report(inputs: dict, results: dict, command: str, load_at_start: float) -> 
         for method in methods
     ]
     training = [
-        [method, role, f"{step['input_voxels']:,}", f"{step['median_s']:.2f}"]
+        [
+            method,
+            role,
+            f"{step['input_voxels']:,}",
+            f"{step['median_s']:.2f}",
+            f"{results['train'][method]['peak_rss_mb'] / 1024:.1f}",
+        ]
         for method in methods
         for role, step in results["train"][method].items()
         if role != "peak_rss_mb"
@@ -192,17 +199,20 @@ def _report(inputs: dict, results: dict, command: str, load_at_start: float) -> 
         f"spacing {[round(s, 3) for s in inputs['spacing']]} mm. Random weights in each "
         "method's full-size preset; ROIs from the kidney labels (each predictor's "
         "`foreground_hook`), every network runs. `predict_file` as `sparsekits predict` runs "
-        "it; median of 3 runs after a warm-up, peak RSS of a fresh process.",
+        f"it; median of {results['repeats']} run(s) after {results['warmup']} warm-up run(s), "
+        "peak RSS of a fresh process.",
         "",
         markdown_table(["method (preset)", "seconds", "peak RSS (GiB)", "steps (s)"], prediction),
         "",
         "One training step (forward, backward, AdamW; batch 1, the recipe's patch or slab), "
-        "median of 3 after a warm-up:",
+        f"median of {results['train_repeats']} after a warm-up step, and the process's peak RSS:",
         "",
-        markdown_table(["method", "stage", "input voxels", "seconds"], training),
+        markdown_table(
+            ["method", "stage", "input voxels", "seconds", "process peak RSS (GiB)"], training
+        ),
         "",
         "The dense networks' memory format on this CPU (reference kidney network, forward "
-        "pass on a 384 x 224 x 48 slab, median of 3): "
+        f"pass on a 384 x 224 x {MEMORY_FORMAT_DEPTH} slab, median of 3): "
         + ", ".join(f"{k} {v:.2f} s" for k, v in results["memory_format"].items())
         + ".",
     ]
@@ -264,7 +274,9 @@ def main(argv: list[str] | None = None) -> None:
     from sparsekits.bench.report import load_average
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed prediction runs")
+    parser.add_argument("--warmup", type=int, default=1, help="prediction runs before timing")
+    parser.add_argument("--train-repeats", type=int, default=3, help="timed training steps")
     parser.add_argument("--demo", action="store_true", help="also run each method's demo")
     parser.add_argument("--no-write", action="store_true", help="print, do not edit BENCHMARKS.md")
     args = parser.parse_args(argv)
@@ -273,7 +285,8 @@ def main(argv: list[str] | None = None) -> None:
     command = command_line(__file__, args)
     load_at_start = load_average()
     os.chdir(REPO)  # the fresh processes import this file as benchmarks.methods
-    results: dict = {"predict": {}, "train": {}}
+    results: dict = {"predict": {}, "train": {}, "repeats": args.repeats}
+    results |= {"warmup": args.warmup, "train_repeats": args.train_repeats}
     with tempfile.TemporaryDirectory(prefix="methods-") as scratch:
         work = Path(scratch)
         inputs = write_inputs(work)
@@ -283,12 +296,18 @@ def main(argv: list[str] | None = None) -> None:
                 work=str(work),
                 method=method,
                 repeats=args.repeats,
+                warmup=args.warmup,
             )
             results["train"][method] = run_in_fresh_process(
-                "benchmarks.methods:measure_training_step", work=str(work), method=method
+                "benchmarks.methods:measure_training_step",
+                work=str(work),
+                method=method,
+                repeats=args.train_repeats,
             )
             print(json.dumps({method: results["predict"][method]["median_s"]}), flush=True)
-        results["memory_format"] = run_in_fresh_process("benchmarks.methods:measure_memory_format")
+        results["memory_format"] = run_in_fresh_process(
+            "benchmarks.methods:measure_memory_format", depth=MEMORY_FORMAT_DEPTH
+        )
         results["memory_format"].pop("peak_rss_mb", None)
         if args.demo:
             results["demo"] = {

@@ -46,13 +46,15 @@ def test_command_line_states_every_option_but_scratch_folders():
     parser.add_argument("--configs", default=None)
     parser.add_argument("--presets", default="small,paper")
     parser.add_argument("--labels", type=Path, default=ROOT.parent / "shared" / "data" / "x")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/scratch"))
+    # A folder neither in nor beside the checkout (which may itself lie in /tmp): absolute.
+    scratch = Path("/") / f"not-beside-{ROOT.parent.name}" / "scratch"
+    parser.add_argument("--work", type=Path, default=scratch)
     args = parser.parse_args(["--quick", "--presets", "small paper"])
     assert command_line(str(ROOT / "benchmarks" / "ops.py"), args, omit=("work",)) == (
         "python benchmarks/ops.py --repeats 3 --limit-gb 12 --quick --presets 'small paper' "
         "--labels ../shared/data/x"
     )
-    assert command_line("ops.py", args).endswith(" --work /tmp/scratch")
+    assert command_line("ops.py", args).endswith(f" --work {scratch}")
 
 
 def test_measured_on_states_the_load_machine_and_command():
