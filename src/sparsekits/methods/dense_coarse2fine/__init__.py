@@ -91,13 +91,26 @@ SEED_OPTIMISER = Optimiser(
 )
 
 
-def _network(filters: tuple[int, ...], classes: int, in_plane_only: bool) -> ResUNetConfig:
-    down = (2, 2, 1) if in_plane_only else 2
-    return ResUNetConfig(
+def _dense_stage(
+    role: str, shape: tuple, filters: tuple[int, ...], classes: int, recipe: Recipe
+) -> StagePlan:
+    """A dense stage on a grid of ``shape``, with a ResUNet of ``filters`` per level that
+    down-samples in plane only where the grid keeps the source's slices (shape None along z)."""
+    down = (2, 2, 1) if shape[2] is None else 2
+    network = ResUNetConfig(
         out_channels=classes,
         filters=filters,
         strides=(1, *([down] * (len(filters) - 1))),
         kernels=(3,) * len(filters),
+    )
+    return StagePlan(
+        role=role,
+        spacing_mm=None,
+        shape=shape,
+        sparsify=None,
+        normalise=SEED_HU,
+        network=network,
+        recipe=recipe,
     )
 
 
@@ -115,33 +128,9 @@ def cascade_plan(
     return Plan(
         method=METHOD.name,
         stages=(
-            StagePlan(
-                role="coarse",
-                spacing_mm=None,
-                shape=(coarse_shape,) * 3,
-                sparsify=None,
-                normalise=SEED_HU,
-                network=_network((*filters, filters[-1]), 2, in_plane_only=False),
-                recipe=recipes[0],
-            ),
-            StagePlan(
-                role="kidney",
-                spacing_mm=None,
-                shape=fine,
-                sparsify=None,
-                normalise=SEED_HU,
-                network=_network(filters, 2, in_plane_only=True),
-                recipe=recipes[1],
-            ),
-            StagePlan(
-                role="lesion",
-                spacing_mm=None,
-                shape=fine,
-                sparsify=None,
-                normalise=SEED_HU,
-                network=_network(filters, 4, in_plane_only=True),
-                recipe=recipes[2],
-            ),
+            _dense_stage("coarse", (coarse_shape,) * 3, (*filters, filters[-1]), 2, recipes[0]),
+            _dense_stage("kidney", fine, filters, 2, recipes[1]),
+            _dense_stage("lesion", fine, filters, 4, recipes[2]),
         ),
         # The ROI is the box of the coarse kidney components, grown by dilation_mm; the lesion
         # region is the kidney mask grown by the same.
