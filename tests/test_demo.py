@@ -17,6 +17,7 @@ from sparsekits.evaluate.kits23 import (
     LESION_COLUMNS,
     METRIC_COLUMNS,
     ROI_RECALL_COLUMN,
+    ROI_RECALL_COLUMNS,
     EvaluationResult,
     mean_row,
 )
@@ -52,8 +53,10 @@ def test_quick_demo_writes_report_model_predictions_and_overlays(tmp_path):
     with open(out / "evaluation.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["case"] for row in rows] == [*tests, "mean"]
-    scores = [float(row[k]) for row in rows for k in (*METRIC_COLUMNS, ROI_RECALL_COLUMN)]
-    assert all(0.0 <= v <= 1.0 for v in scores) and len(scores) == (2 * NUM_REGIONS + 1) * len(rows)
+    scores = [float(row[k]) for row in rows for k in (*METRIC_COLUMNS, *ROI_RECALL_COLUMNS)]
+    assert all(0.0 <= v <= 1.0 for v in scores) and len(scores) == (
+        2 * NUM_REGIONS + len(ROI_RECALL_COLUMNS)
+    ) * len(rows)
     counts = [int(row[k]) for row in rows for k in LESION_COLUMNS]
     assert min(counts) >= 0
 

@@ -17,6 +17,8 @@ NIFTI_OUT = ".nii.gz"  # what sparsekits writes
 KITS_CASE_GLOB = "case_*"
 KITS_IMAGE = "imaging.nii.gz"
 KITS_LABEL = "segmentation.nii.gz"
+# Beside a phantom's two: the tissue each voxel was painted with (sparsekits.phantoms.tissues).
+PHANTOM_TISSUES = "tissues.nii.gz"
 
 # nnU-Net v2 raw dataset: dataset.json, imagesTr/NAME_0000.ext, labelsTr/NAME.ext
 NNUNET_DATASET_JSON = "dataset.json"

@@ -18,6 +18,7 @@ from sparsekits.evaluate.kits23 import (
     LESION_COLUMNS,
     METRIC_COLUMNS,
     ROI_RECALL_COLUMN,
+    ROI_RECALL_COLUMNS,
     evaluate_case,
     evaluate_folders,
     roi_recall,
@@ -189,6 +190,8 @@ def test_roi_recall_counts_kidney_and_mass_voxels_inside_the_rois():
     assert roi_recall(roi, gt) == pytest.approx(0.75)
     assert roi_recall(np.zeros_like(gt), np.zeros_like(gt)) == 1.0
     assert roi_recall(np.zeros_like(gt), gt) == 0.0
+    assert roi_recall(roi, gt, (1,)) == pytest.approx(0.5)  # the kidney alone
+    assert roi_recall(roi, gt, (2, 3)) == pytest.approx(1.0)  # the masses alone
 
 
 def write_cases(root: Path, n: int, nested_gt: bool = False) -> list[str]:
@@ -227,9 +230,9 @@ def test_cli_writes_the_csv_with_the_mean_row(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     rows = read_csv(out)
-    assert list(rows[0]) == ["case", *METRIC_COLUMNS, *LESION_COLUMNS, ROI_RECALL_COLUMN]
+    assert list(rows[0]) == ["case", *METRIC_COLUMNS, *LESION_COLUMNS, *ROI_RECALL_COLUMNS]
     assert [row["case"] for row in rows] == [*names, "mean"]
-    for column in [*METRIC_COLUMNS, ROI_RECALL_COLUMN]:
+    for column in [*METRIC_COLUMNS, *ROI_RECALL_COLUMNS]:
         mean = np.mean([float(row[column]) for row in rows[:-1]])
         assert float(rows[-1][column]) == pytest.approx(mean, abs=1e-8)
     assert 0.2 < float(rows[-1][ROI_RECALL_COLUMN]) < 0.8

@@ -15,7 +15,15 @@ from nibabel import orientations as ornt
 from cli_runner import run_cli
 from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 from sparsekits.phantoms import DEFAULT, PHASES, case_seed_of, make_phantom
-from sparsekits.phantoms.tissues import CYST_SUBTYPES, RENAL_TISSUES, TUMOUR_SUBTYPES, R
+from sparsekits.phantoms.tissues import (
+    CYST_SUBTYPES,
+    LABELLED_TISSUES,
+    RENAL_TISSUES,
+    TISSUE_MAP_NAMES,
+    TUMOUR_SUBTYPES,
+    R,
+    T,
+)
 
 STAGE1, STAGE2 = SSCN_TWOSTAGE.stages
 
@@ -130,6 +138,32 @@ def kidney_sides(phantom) -> set[str]:
     return sides
 
 
+def test_the_tissue_map_names_what_was_painted(phantoms):
+    for phantom in phantoms:
+        tissues = phantom.tissues
+        assert tissues.shape == phantom.labels.shape and tissues.dtype == np.uint8
+        assert set(np.unique(tissues)) <= set(TISSUE_MAP_NAMES)
+        for label, code in LABELLED_TISSUES.items():
+            assert np.array_equal(tissues == code, phantom.labels == label)
+        hu = phantom.hu
+        assert np.median(hu[tissues == T.AIR]) < -900
+        assert np.median(hu[tissues == T.FAT]) < -60
+        assert np.median(hu[tissues == T.LIVER]) > 30
+
+
+def test_kidneys_and_masses_lie_in_perirenal_fat(phantoms):
+    """Within 3 mm of a kidney or its masses lies perirenal fat, not liver, spleen or muscle."""
+    rim_tissues = []
+    for phantom in phantoms:
+        outside = ndi.distance_transform_edt(phantom.labels == 0, sampling=SPACING)
+        rim_tissues.append(phantom.tissues[(outside > 0) & (outside <= 3.0)])
+    rim = np.concatenate(rim_tissues)
+    assert (rim == T.PERIRENAL_FAT).mean() > 0.85
+    organs = np.isin(rim, [T.LIVER, T.SPLEEN, T.MUSCLE, T.BOWEL_WALL])
+    assert organs.mean() < 0.05
+    assert np.median(np.concatenate([p.hu[p.tissues == T.PERIRENAL_FAT] for p in phantoms])) < -50
+
+
 def test_both_kidneys_usually_and_sometimes_one(phantoms):
     sides = [kidney_sides(p) for p in phantoms]
     both = sum(s == {"left", "right"} for s in sides)
@@ -161,6 +195,7 @@ def test_orientation_is_a_relabelling_of_the_same_world(codes):
     transform = ornt.ornt_transform(ornt.axcodes2ornt("RAS"), ornt.axcodes2ornt(codes))
     assert np.array_equal(other.hu, ornt.apply_orientation(ras.hu, transform))
     assert np.array_equal(other.labels, ornt.apply_orientation(ras.labels, transform))
+    assert np.array_equal(other.tissues, ornt.apply_orientation(ras.tissues, transform))
     # voxel i of the RAS array and its image in the other layout sit at the same world point
     index = np.array([17, 40, 63])
     other_index = [0, 0, 0]
@@ -207,6 +242,8 @@ def test_cli_writes_the_kits23_layout(tmp_path, phantoms):
         assert image.shape == seg.shape and np.allclose(image.affine, seg.affine)
         assert np.array_equal(np.asanyarray(image.dataobj), phantoms[index].hu)
         assert np.array_equal(np.asanyarray(seg.dataobj), phantoms[index].labels)
+        tissues = nib.load(tmp_path / "ds" / name / "tissues.nii.gz")
+        assert np.array_equal(np.asanyarray(tissues.dataobj), phantoms[index].tissues)
         assert np.allclose(image.affine, phantoms[index].affine, atol=1e-4)
     assert not list((tmp_path / "ds").rglob(".tmp-*"))
 

@@ -24,7 +24,8 @@ its behaviour, quirks included:
 - The mean row is the plain mean over cases of each metric column; the ranking's two figures are
   the mean Dice and the mean SD over cases and HECs.
 
-Beyond the official scorer: ``--roi`` adds each case's stage-1 ROI recall (``roi_recall``), read
+Beyond the official scorer: ``--roi`` adds each case's stage-1 ROI recall (``roi_recall``) of
+kidney with masses, of the kidney alone and of the masses alone (``ROI_RECALL_COLUMNS``), read
 from ROI_DIR/NAME.nii.gz or from the ``NAME_roi.nii.gz`` that ``predict --save-probabilities``
 writes beside its prediction (such sidecars in PRED_DIR are not predictions and are skipped), so
 ``sparsekits evaluate OUT GT --roi OUT`` works on a prediction folder as written. Every row also
@@ -77,6 +78,13 @@ _LESION_COLUMN = {
 }
 LESION_COLUMNS = tuple(_LESION_COLUMN.values())
 ROI_RECALL_COLUMN = "ROI_recall"
+# The share of each region's true voxels inside the ROIs: kidney with masses, kidney, masses.
+ROI_RECALL_LABELS = {
+    ROI_RECALL_COLUMN: REGION_LABELS[0],
+    f"{ROI_RECALL_COLUMN}_kidney": (1,),
+    f"{ROI_RECALL_COLUMN}_masses": REGION_LABELS[1],
+}
+ROI_RECALL_COLUMNS = tuple(ROI_RECALL_LABELS)
 # Affine tolerance of the official submission check: summed absolute difference.
 AFFINE_TOLERANCE = 1e-3
 _UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 0.001, "unknown": 1.0}
@@ -124,14 +132,17 @@ def evaluate_case(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) ->
     return {column: row[column] for column in METRIC_COLUMNS}
 
 
-def roi_recall(roi_mask: np.ndarray, gt_labels: np.ndarray) -> float:
-    """Fraction of ground-truth kidney+mass voxels (labels 1-3) inside the ROI mask (nonzero).
+def roi_recall(
+    roi_mask: np.ndarray, gt_labels: np.ndarray, labels: Sequence[int] = REGION_LABELS[0]
+) -> float:
+    """Fraction of ground-truth voxels of ``labels`` (default kidney+mass, 1-3) inside the ROI
+    mask (nonzero).
 
     1.0 when the ground truth has no such voxel: nothing was there to miss.
     """
     if roi_mask.shape != gt_labels.shape:
         raise ValueError(f"ROI mask shape {roi_mask.shape} differs from labels {gt_labels.shape}")
-    target = np.isin(gt_labels, REGION_LABELS[0])
+    target = np.isin(gt_labels, labels)
     total = int(np.count_nonzero(target))
     if total == 0:
         return 1.0
@@ -263,7 +274,7 @@ def _check_same_grid(path: Path, shape, affine, gt_path: Path, gt_shape, gt_affi
 
 
 def evaluate_case_files(case: CaseFiles) -> dict:
-    """One CSV row: {'case': name, metrics..., lesion counts..., [ROI_recall]}. Runs in a worker."""
+    """One CSV row: {'case': name, metrics..., lesion counts..., [ROI recalls]}. In a worker."""
     pred, pred_affine, pred_spacing = _read_label_map(case.pred)
     gt, gt_affine, _ = _read_label_map(case.gt)
     _check_same_grid(case.pred, pred.shape, pred_affine, case.gt, gt.shape, gt_affine)
@@ -275,7 +286,8 @@ def evaluate_case_files(case: CaseFiles) -> dict:
     if case.roi is not None:
         roi, roi_affine, _ = _read_label_map(case.roi)
         _check_same_grid(case.roi, roi.shape, roi_affine, case.gt, gt.shape, gt_affine)
-        row[ROI_RECALL_COLUMN] = roi_recall(roi, gt)
+        for column, labels in ROI_RECALL_LABELS.items():
+            row[column] = roi_recall(roi, gt, labels)
     return row
 
 
@@ -338,10 +350,11 @@ def format_summary(result: EvaluationResult) -> str:
     totals = [f"{lesion} {lesion_summary(result.mean, lesion)}" for lesion in LESION_CLASSES]
     lines.append(f"lesions: {'; '.join(totals)}")
     if ROI_RECALL_COLUMN in result.mean:
-        worst = min(row[ROI_RECALL_COLUMN] for row in result.rows)
-        lines.append(
-            f"stage-1 ROI recall: mean {result.mean[ROI_RECALL_COLUMN]:.4f}, worst {worst:.4f}"
-        )
+        recalls = [
+            f"{column} {result.mean[column]:.4f} (worst {min(r[column] for r in result.rows):.4f})"
+            for column in ROI_RECALL_COLUMNS
+        ]
+        lines.append(f"stage-1 {', '.join(recalls)}")
     lines.append(f"{len(result.rows)} cases -> {result.output_csv}")
     return "\n".join(lines)
 

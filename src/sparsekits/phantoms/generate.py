@@ -7,7 +7,8 @@ shape, spacing and affine. The body (fat, muscle, liver, spleen, bowel, vessels,
 lung bases) is built around the kidneys (``body``), then the kidneys with their sinus, tumours
 and cysts (``kidney``), in the case's contrast phase (``tissues``).
 ``write_phantom_dataset`` writes cases in the KiTS23 layout (``case_XXXXX/imaging.nii.gz`` +
-``segmentation.nii.gz``).
+``segmentation.nii.gz``), with the tissue map beside them (``tissues.nii.gz``: the tissue each
+voxel was painted with, ``tissues.TISSUE_MAP_NAMES``), for accounting errors by tissue.
 
 Preview: ``python -m sparsekits.phantoms --preview out.png [--seed S] [--phase P]``.
 """
@@ -29,7 +30,7 @@ from sparsekits.data.geometry import Grid
 from sparsekits.data.io import read_label_map, write_label_map
 from sparsekits.errors import InputError
 from sparsekits.fileio import atomic_path
-from sparsekits.layout import KITS_CASE_GLOB, KITS_IMAGE, KITS_LABEL, NIFTI_OUT
+from sparsekits.layout import KITS_CASE_GLOB, KITS_IMAGE, KITS_LABEL, NIFTI_OUT, PHANTOM_TISSUES
 from sparsekits.phantoms.body import (
     Anatomy,
     BodyConfig,
@@ -47,7 +48,7 @@ from sparsekits.phantoms.body import (
 )
 from sparsekits.phantoms.kidney import KidneyConfig, KidneyLook, kidney_anatomy_hu
 from sparsekits.phantoms.lesions import KITS23_CYSTS, KITS23_TUMOURS, LesionDistribution
-from sparsekits.phantoms.tissues import BODY_TISSUES, PHASES, T, check_phase
+from sparsekits.phantoms.tissues import BODY_TISSUES, LABELLED_TISSUES, PHASES, T, check_phase
 
 RAS = ("R", "A", "S")
 
@@ -95,6 +96,7 @@ class Phantom:
     labels: np.ndarray  # uint8: 0 background, 1 kidney, 2 tumour, 3 cyst
     affine: np.ndarray  # float64 4x4: voxel index -> world (RAS, mm)
     info: dict = field(default_factory=dict)  # kidneys present, tumour/cyst sizes, source
+    tissues: np.ndarray | None = None  # uint8 tissue map (``tissues.TISSUE_MAP_NAMES``)
 
 
 def make_phantom(
@@ -125,10 +127,10 @@ def make_phantom(
         labels = np.asarray(labels, dtype=np.uint8)
         anatomy, info = None, {}
     affine = np.asarray(affine, dtype=np.float64)
-    hu, anatomy, drawn = _render(labels, affine, config, rng, anatomy)
+    hu, tissues, anatomy, drawn = _render(labels, affine, config, rng, anatomy)
     info.update(drawn)
     info["anatomy"] = dataclasses.asdict(anatomy)  # mm from voxel 0 in RAS layout
-    return Phantom(hu=hu, labels=labels, affine=affine, info=info)
+    return Phantom(hu=hu, labels=labels, affine=affine, info=info, tissues=tissues)
 
 
 def write_phantom_dataset(
@@ -174,16 +176,18 @@ def case_seed_of(seed: int, index: int) -> int:
 
 
 def write_case(case_dir: Path, phantom: Phantom) -> Path:
-    """KiTS23 layout: int16 HU image and uint8 labels on the same grid, written atomically."""
+    """KiTS23 layout: int16 HU image and uint8 labels on the same grid, written atomically, and
+    the tissue map beside them."""
     image = nib.Nifti1Image(phantom.hu, phantom.affine)
     image.set_data_dtype(np.int16)
     image.set_qform(phantom.affine, code=1)
     image.set_sform(phantom.affine, code=1)
     with atomic_path(case_dir / KITS_IMAGE) as tmp:
         nib.save(image, tmp)
-    write_label_map(
-        case_dir / KITS_LABEL, phantom.labels, Grid(phantom.labels.shape, phantom.affine)
-    )
+    grid = Grid(phantom.labels.shape, phantom.affine)
+    write_label_map(case_dir / KITS_LABEL, phantom.labels, grid)
+    if phantom.tissues is not None:
+        write_label_map(case_dir / PHANTOM_TISSUES, phantom.tissues, grid)
     return case_dir
 
 
@@ -234,7 +238,7 @@ def _reoriented(labels_ras: np.ndarray, affine_ras: np.ndarray, codes: str):
 
 def _render(labels, affine, config: PhantomConfig, rng, anatomy: Anatomy | None):
     """int16 HU on the labels' grid (coarse body, upsampled, then kidneys at full resolution),
-    the anatomy it was built on, and what was drawn (phase, lesion subtypes)."""
+    the tissue map, the anatomy it was built on, and what was drawn (phase, lesion subtypes)."""
     body = config.body
     phase = config.draw_phase(rng)
     to_ras = _to_ras(affine)
@@ -256,7 +260,8 @@ def _render(labels, affine, config: PhantomConfig, rng, anatomy: Anatomy | None)
     canvas = Canvas(work_shape, work_spacing, anatomy)
     paint_body(canvas, anatomy, rng)
     for box in boxes:
-        _paint_fat_shell(canvas, labels_ras, spacing, box, look, rng)
+        _paint_fat_shell(canvas, labels_ras, spacing, box, look, config.kidney, rng)
+    tissue_map = _tissue_map(canvas, labels, labels_ras, spacing, to_ras)
     tissues = BODY_TISSUES[phase]
     means = tissue_means(tissues, rng)
     noise = correlated_noise(work_shape, body, rng.uniform(*body.noise_std_hu), rng)
@@ -281,7 +286,27 @@ def _render(labels, affine, config: PhantomConfig, rng, anatomy: Anatomy | None)
         box_hu += upsample(noise, box_weights)
         hu_ras[box][decided] = to_int16(box_hu[decided])
         lesions += found
-    return hu, anatomy, {"phase": phase, "lesions": lesions}
+    return hu, tissue_map, anatomy, {"phase": phase, "lesions": lesions}
+
+
+def _tissue_map(canvas: Canvas, labels, labels_ras, spacing, to_ras) -> np.ndarray:
+    """The canvas's tissues, nearest-sampled onto the labels' grid, with kidney, tumour and cyst
+    codes where the labels have them (in the labels' own axis order)."""
+    picks = [
+        np.clip(np.rint(np.arange(n) * s / ws).astype(np.int64), 0, m - 1)
+        for n, s, ws, m in zip(
+            labels_ras.shape, spacing, canvas.spacing, canvas.tissue.shape, strict=True
+        )
+    ]
+    codes = np.arange(256, dtype=np.uint8)
+    for label, code in LABELLED_TISSUES.items():
+        codes[label] = code
+    painted = canvas.tissue[np.ix_(*picks)]
+    tissues = np.empty_like(labels, dtype=np.uint8)
+    ornt_.apply_orientation(tissues, to_ras)[...] = np.where(
+        labels_ras > 0, codes[labels_ras], painted
+    )
+    return tissues
 
 
 def _in_native_layout(work_ras: np.ndarray, weights_ras, to_ras):
@@ -323,8 +348,15 @@ def _label_boxes(labels_ras, spacing, margin_mm: float) -> list[tuple[slice, sli
     return boxes
 
 
-def _paint_fat_shell(canvas: Canvas, labels_ras, spacing, box, look, rng) -> None:
-    """Perirenal fat of varying thickness (none in places) on the work grid around ``box``."""
+# Perirenal fat, inside Gerota's fascia, holds the kidney apart from liver, spleen, bowel and
+# muscle; bone, the outside and the great vessels (with the renal vessels at the hilum) stay.
+_FAT_KEEPS = (T.AIR, T.CANCELLOUS, T.CORTICAL, T.DISC, T.CSF, T.AORTA, T.IVC)
+_FAT_DISPLACES = tuple(tissue for tissue in T if tissue not in _FAT_KEEPS)
+
+
+def _paint_fat_shell(canvas: Canvas, labels_ras, spacing, box, look, config, rng) -> None:
+    """Perirenal fat of varying thickness, at least ``config.perirenal_fat_min_mm``, on the work
+    grid around the kidneys and masses of ``box``."""
     thickest = 2.5 * look.perirenal_fat_mm
     index_ranges, picks = [], []
     for axis, s in enumerate(box):
@@ -340,10 +372,10 @@ def _paint_fat_shell(canvas: Canvas, labels_ras, spacing, box, look, rng) -> Non
         return
     distance = ndi.distance_transform_edt(~sampled, sampling=canvas.spacing)
     field_ = smooth_field(sampled.shape, canvas.spacing, 25.0, rng)
-    thickness = np.clip(look.perirenal_fat_mm * (1 + 0.6 * field_), 0, thickest)
-    # Fat replaces loose tissue only: kidneys may still touch liver, spleen, muscle and vessels.
-    loose = (T.VISCERAL_FAT, T.BOWEL_WALL, T.BOWEL_FLUID, T.STOOL, T.GAS, T.LUNG)
-    canvas.paint(T.PERIRENAL_FAT, tuple(index_ranges), distance <= thickness, only_on=loose)
+    thinnest = config.perirenal_fat_min_mm
+    thickness = np.clip(look.perirenal_fat_mm * (1 + 0.6 * field_), thinnest, thickest)
+    shell = distance <= thickness
+    canvas.paint(T.PERIRENAL_FAT, tuple(index_ranges), shell, only_on=_FAT_DISPLACES)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,12 @@ class KidneyConfig:
     """Geometry of the renal tissues (the HU are in ``tissues``)."""
 
     cortex_mm: tuple[float, float] = (4.0, 7.0)
-    perirenal_fat_mm: tuple[float, float] = (3.0, 9.0)  # typical thickness; varies around
+    # Perirenal fat: a case's typical thickness (it varies around each kidney), 8-10 mm a side
+    # on average by MRI (ChoiPRF2024: 65-77 mm summed over four sides of both kidneys), 5-25 mm
+    # by CT (PerinephricMDCT); never thinner than the hepatorenal strip (~2-3 mm by ultrasound,
+    # OkeahialamPRF2020), so organs meet the kidney only across fat.
+    perirenal_fat_mm: tuple[float, float] = (5.0, 14.0)
+    perirenal_fat_min_mm: float = 2.0
     sinus_closing_mm: float = 12.0  # concavities narrower than this are the renal sinus
     pelvis_depth: float = 0.45  # sinus deeper than this fraction of its deepest is urine
     # Clear-cell RCC shows necrotic or cystic areas in 79-88 % of cases (Zhang2007), the larger

@@ -78,6 +78,16 @@ class T(IntEnum):
     PERIRENAL_FAT = 19
 
 
+# A phantom's tissue map (``layout.PHANTOM_TISSUES``) holds a body tissue's ``T`` code, or where
+# the labels say kidney (1), tumour (2) or cyst (3), one of these codes.
+LABELLED_TISSUES = {1: 20, 2: 21, 3: 22}
+TISSUE_MAP_NAMES: dict[int, str] = {tissue.value: tissue.name.lower() for tissue in T} | {
+    20: "kidney",
+    21: "tumour",
+    22: "cyst",
+}
+
+
 class R(IntEnum):
     """Tissues of the kidney and its lesions (painted at full resolution)."""
 
