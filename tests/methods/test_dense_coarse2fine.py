@@ -16,13 +16,14 @@ from cli_runner import run_cli
 from sparsekits.data.datasets import Case
 from sparsekits.data.io import read_image, read_label_map
 from sparsekits.methods.dense_coarse2fine import DEMO, DEMO_QUICK, REFERENCE
-from sparsekits.methods.dense_coarse2fine.predictor import drop_small_components, largest_components
+from sparsekits.methods.dense_coarse2fine.predictor import largest_components
 from sparsekits.methods.dense_coarse2fine.samples import case_samples
 from sparsekits.methods.dense_coarse2fine.views import coarse_view
 from sparsekits.models.build import build_model
 from sparsekits.models.io import load_model_folder, save_model_folder
 from sparsekits.phantoms import write_phantom_dataset
 from sparsekits.plan import SlabAugmentation
+from sparsekits.predict.postprocess import drop_small_components
 from sparsekits.train.dense_classes import DenseClassTask, DenseSampleSet
 from sparsekits.train.samples import Draw
 

@@ -20,6 +20,7 @@ from sparsekits.data.io import Image
 from sparsekits.methods.dense_coarse2fine.views import DenseView, Foreground, region_mask, walk
 from sparsekits.plan import Plan
 from sparsekits.predict.inference import StageNetworks, load_stage_networks
+from sparsekits.predict.postprocess import drop_small_components
 from sparsekits.predict.result import CasePrediction, RoiPrediction
 from sparsekits.timing import timed
 
@@ -117,23 +118,6 @@ def largest_components(mask: np.ndarray, count: int) -> np.ndarray:
         return mask
     sizes = np.bincount(components.ravel(), minlength=found + 1)[1:]
     return np.isin(components, np.argsort(-sizes, kind="stable")[:count] + 1)
-
-
-def drop_small_components(labels: np.ndarray, grid: Grid, min_ml: Sequence[float]) -> None:
-    """In place: kidney (with masses) components under ``min_ml[0]`` become background, tumour
-    and cyst components under ``min_ml[1]`` and ``min_ml[2]`` become kidney."""
-    voxel_ml = float(np.prod(grid.spacing)) / 1000.0
-    for label, minimum, becomes in ((None, min_ml[0], 0), (2, min_ml[1], 1), (3, min_ml[2], 1)):
-        if minimum <= 0:
-            continue
-        mask = labels > 0 if label is None else labels == label
-        components, count = cc3d.connected_components(mask, connectivity=26, return_N=True)
-        if count == 0:
-            continue
-        sizes = np.bincount(components.ravel(), minlength=count + 1)
-        small = np.flatnonzero(sizes * voxel_ml < minimum)
-        small = small[small > 0]
-        labels[np.isin(components, small)] = becomes
 
 
 def _roi_mask(grid: Grid, box) -> np.ndarray:

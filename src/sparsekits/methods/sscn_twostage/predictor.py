@@ -27,6 +27,7 @@ from sparsekits.predict.inference import (
     load_stage_networks,
     predict_probabilities,
 )
+from sparsekits.predict.postprocess import drop_small_components
 from sparsekits.predict.result import CasePrediction, RoiPrediction
 from sparsekits.regions import NUM_REGIONS, REGION_NAMES, regions_to_labels
 from sparsekits.timing import timed
@@ -78,6 +79,9 @@ class TwoStagePredictor:
             box = _union_box([roi.voxel_box for roi in rois])
             if box is not None:
                 _paint(labels[_slices(box)], bits)
+                drop_small_components(
+                    labels[_slices(box)], _sub_grid(image.grid, box), self.plan.min_component_ml
+                )
             roi_mask = _roi_mask(chain, rois) if keep_probabilities else None
         timings["stage2"] = sum(sum(roi.timings.values()) for roi in rois)
         return CasePrediction(labels, image.grid, rois, timings, roi_mask, len(probabilities))
