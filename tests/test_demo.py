@@ -65,6 +65,10 @@ def test_quick_demo_writes_report_model_predictions_and_overlays(tmp_path):
         assert heading in report
     for step in ("phantoms", "preprocess", "train roi", "train fine", "predict"):
         assert f"| {step} |" in report
+    # each stage's training curves, drawn by its run and shown in the report
+    for role in ("roi", "fine"):
+        assert f"![{role}](runs/{role}/progress.png)" in report
+        assert (out / "runs" / role / "progress.png").is_file()
 
 
 def test_report_holds_the_evaluations_tables_and_the_step_times(tmp_path):

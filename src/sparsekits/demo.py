@@ -19,6 +19,7 @@ DIR/evaluation.csv, DIR/report.md
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,7 +119,7 @@ def run_demo(
         workers=config.workers,
         timings=timings,
     )
-    report = _write_report(out, config, plan, result.evaluation, timings)
+    report = _write_report(out, config, plan, result.evaluation, timings, result.run_dirs)
     print(f"demo: report -> {report}; model -> {result.model_dir}")
     return DemoResult(out, report, result.model_dir, timings, result.evaluation.mean)
 
@@ -156,14 +157,25 @@ def _settings(config: DemoConfig, plan: Plan) -> dict:
 
 
 def _write_report(
-    out: Path, config: DemoConfig, plan: Plan, evaluation, timings: dict[str, float]
+    out: Path,
+    config: DemoConfig,
+    plan: Plan,
+    evaluation,
+    timings: dict[str, float],
+    runs: dict[str, Path] | None = None,
 ) -> Path:
     from sparsekits.evaluate.tables import lesions_table, scores_table
     from sparsekits.fileio import write_text_atomic
+    from sparsekits.train.curves import PROGRESS_PNG
 
     timing_rows = [[name, f"{seconds:.0f}"] for name, seconds in timings.items()]
     timing_rows.append(["**total**", f"**{sum(timings.values()):.0f}**"])
     overlays = sorted((out / "predictions").glob("*.png"))
+    curves = [
+        (role, run / PROGRESS_PNG)
+        for role, run in (runs or {}).items()
+        if (run / PROGRESS_PNG).is_file()
+    ]
     network = plan.stages[0].network.name
     lines = [
         "# sparsekits demo",
@@ -183,6 +195,10 @@ def _write_report(
         "## Lesions found, missed and false (Dice >= 0.1 per lesion, `sparsekits evaluate`)",
         "",
         lesions_table(evaluation.rows, evaluation.mean),
+        "",
+        "## Training curves (fold 0: training and validation Dice against optimiser steps)",
+        "",
+        *(f"![{role}]({os.path.relpath(png, out)})" for role, png in curves),
         "",
         "## Time of each step (s)",
         "",
