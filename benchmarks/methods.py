@@ -157,18 +157,6 @@ def measure_memory_format(repeats: int = 3, depth: int = 16) -> dict:
     return result
 
 
-def measure_demo(out: str, method: str) -> dict:
-    """Fresh-process target: ``sparsekits demo --method METHOD`` into ``out``."""
-    from sparsekits.demo import run_demo
-
-    start = time.perf_counter()
-    result = run_demo(out, method=method)
-    return {
-        "wall_s": time.perf_counter() - start,
-        "mean": {key: value for key, value in result.mean.items() if key != "case"},
-    }
-
-
 def _report(inputs: dict, results: dict, command: str, load_at_start: float) -> str:
     from sparsekits.bench.report import measured_on
     from sparsekits.markdown import markdown_table
@@ -303,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="methods-demo-") as scratch:
             demos = {
                 method: run_in_fresh_process(
-                    "benchmarks.methods:measure_demo",
+                    "benchmarks.demo:measure_demo",
                     out=str(Path(scratch) / method),
                     method=method,
                 )

@@ -306,14 +306,11 @@ def _tissue_map(canvas: Canvas, labels, labels_ras, spacing, to_ras) -> np.ndarr
             labels_ras.shape, spacing, canvas.spacing, canvas.tissue.shape, strict=True
         )
     ]
-    codes = np.arange(256, dtype=np.uint8)
-    for label, code in LABELLED_TISSUES.items():
-        codes[label] = code
-    painted = canvas.tissue[np.ix_(*picks)]
     tissues = np.empty_like(labels, dtype=np.uint8)
-    ornt_.apply_orientation(tissues, to_ras)[...] = np.where(
-        labels_ras > 0, codes[labels_ras], painted
-    )
+    tissues_ras = ornt_.apply_orientation(tissues, to_ras)  # a view: writes land in ``tissues``
+    tissues_ras[...] = canvas.tissue[np.ix_(*picks)]
+    for label, code in LABELLED_TISSUES.items():
+        tissues_ras[labels_ras == label] = code
     return tissues
 
 

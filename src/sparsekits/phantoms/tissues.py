@@ -39,6 +39,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from sparsekits.regions import LABEL_NAMES
+
 PHASES = ("non-contrast", "arterial", "nephrographic")
 
 # Image noise (SD, HU) of 3-5 mm abdominal slices, drawn per case: about 10 HU at routine dose
@@ -80,11 +82,9 @@ class T(IntEnum):
 
 # A phantom's tissue map (``layout.PHANTOM_TISSUES``) holds a body tissue's ``T`` code, or where
 # the labels say kidney (1), tumour (2) or cyst (3), one of these codes.
-LABELLED_TISSUES = {1: 20, 2: 21, 3: 22}
+LABELLED_TISSUES = {label: max(T) + label for label in (1, 2, 3)}
 TISSUE_MAP_NAMES: dict[int, str] = {tissue.value: tissue.name.lower() for tissue in T} | {
-    20: "kidney",
-    21: "tumour",
-    22: "cyst",
+    code: LABEL_NAMES[label] for label, code in LABELLED_TISSUES.items()
 }
 
 
