@@ -1,4 +1,10 @@
-"""The ``sparsekits`` command: a thin layer over the importable API (one function per command)."""
+"""The ``sparsekits`` command: a thin layer over the importable API (one function per command).
+
+Exit codes: 0 done; 1 failed (an input of a batch, a write: a full disk); 2 refused (bad input or
+options, in one line naming the file and the problem); 130 interrupted. A command that fails
+removes the folders it created and left empty. Options are never abbreviated: ``--fold`` is not
+``--folds``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from sparsekits.errors import InputError
+from sparsekits.errors import InputError, one_line
+from sparsekits.fileio import check_folder_creatable, outermost_missing, remove_empty_folders
 from sparsekits.methods import DEFAULT_METHOD, method_names
 from sparsekits.models.config import PRESETS
 from sparsekits.phantoms.tissues import PHASES
@@ -162,8 +169,21 @@ def _benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+# The options that name what a command writes.
+_OUTPUT_OPTIONS = ("out", "output", "json")
+_DEVICE_HELP = "cpu, cuda or cuda:N (refused when this machine has no such device)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser (and, through add_subparsers, every subparser) that takes no abbreviations:
+    ``--fold 0`` must not silently mean ``--folds 0``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sparsekits", description=__doc__)
+    parser = _Parser(prog="sparsekits", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("phantom", help="write a synthetic CT dataset in the KiTS23 layout")
@@ -244,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--input", type=Path, required=True)
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--device", default="cpu", help=_DEVICE_HELP)
     p.add_argument("--folds", default="all", help="'all' or a comma list such as 0,1")
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
     p.add_argument("--save-probabilities", action="store_true")
@@ -277,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=Path, required=True)
     p.add_argument("--stage", choices=("1", "2", "both"), default="both")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="default: the plan's")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--device", default="cpu", help=_DEVICE_HELP)
     _add_plan_option(p)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path("benchmark_out"))
@@ -305,11 +325,32 @@ def _add_plan_option(parser: argparse.ArgumentParser, default: str = "") -> None
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    outputs = [getattr(args, name) for name in _OUTPUT_OPTIONS if getattr(args, name, None)]
+    created = [path for path in map(outermost_missing, outputs) if path is not None]
+    code = 1
     try:
+        code = _run(args, outputs)
+    finally:
+        if code != 0:
+            remove_empty_folders(created)
+    return code
+
+
+def _run(args: argparse.Namespace, outputs: list[Path]) -> int:
+    try:
+        for path in outputs:
+            check_folder_creatable(path.parent)
+        if getattr(args, "device", None) is not None:
+            from sparsekits.device import check_device
+
+            check_device(args.device)
         return args.func(args)
     except InputError as error:
         print(f"sparsekits: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a write that failed (a full disk): atomic, so nothing half-written
+        print(f"sparsekits: error: {one_line(error)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("sparsekits: interrupted", file=sys.stderr)
         return 130

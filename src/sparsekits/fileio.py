@@ -1,12 +1,25 @@
-"""Atomic file output: a killed process never leaves a half-written result behind."""
+"""Atomic file output: a killed process never leaves a half-written result behind, and a failed
+command leaves no empty folder.
+
+Every output is written to ``.tmp-<pid>-<name>`` beside it, then renamed over it. A process
+killed mid-write leaves only such a temporary; ``remove_stale_temporaries`` deletes those whose
+process is gone (the pid says which; a live process's are kept, so two runs on one machine can
+share a folder).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from sparsekits.errors import InputError
+
+# The temporaries atomic_path names: the pid of the process that writes them, then the name.
+_TEMPORARY = re.compile(r"^\.tmp-(\d+)-")
 
 
 @contextlib.contextmanager
@@ -14,17 +27,34 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffixes); rename it over ``path`` on success.
 
     The temporary name keeps the final name's suffixes so that writers that infer the format from
-    the extension (nibabel's ``.nii.gz``, numpy's ``.npz``) behave the same.
+    the extension (nibabel's ``.nii.gz``, numpy's ``.npz``) behave the same. A failed write
+    (a full disk, a parent that is a file) raises an OSError that names ``path``, not the
+    temporary.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def all_or_none() -> Iterator[list[Path]]:
+    """Collect the paths a block writes; if the block fails, remove them all again, so that a
+    case's outputs (a label map and its report) are all there or none is."""
+    written: list[Path] = []
+    try:
+        yield written
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -34,3 +64,55 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 def write_json_atomic(path: str | Path, data) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete the temporaries that killed processes left in ``folder``."""
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        match = _TEMPORARY.match(entry.name)
+        if match and entry.is_file() and not _process_exists(int(match.group(1))):
+            entry.unlink(missing_ok=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
+def check_folder_creatable(folder: Path) -> None:
+    """Refuse (InputError) a folder that cannot exist because it, or a folder above it, is a file:
+    before any work, not after it (permissions are not checked: root ignores them)."""
+    for ancestor in (folder, *folder.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise InputError(folder, f"cannot be a folder: {ancestor} is a file")
+            return
+
+
+def outermost_missing(path: Path) -> Path | None:
+    """The outermost of ``path`` and its parents that does not exist (None if ``path`` exists):
+    what writing ``path`` would create."""
+    missing = None
+    for ancestor in (path, *path.parents):
+        if ancestor.exists():
+            break
+        missing = ancestor
+    return missing
+
+
+def remove_empty_folders(roots: Iterable[Path]) -> None:
+    """Remove each root folder and the folders under it that hold no file, deepest first."""
+    for root in roots:
+        if not root.is_dir():
+            continue
+        folders = [root, *(p for p in root.rglob("*") if p.is_dir())]
+        for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):  # not empty: it holds output
+                folder.rmdir()

@@ -6,8 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from data_cases import synthetic_case, write_dicom_series, write_nifti
+from data_cases import synthetic_case, write_nifti
 
+from dicom_series import write_dicom_series
 from sparsekits.data.datasets import Case, find_cases
 from sparsekits.errors import InputError
 

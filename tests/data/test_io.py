@@ -8,10 +8,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from data_cases import LPS_AFFINE, synthetic_case, write_dicom_series, write_nifti
+from data_cases import LPS_AFFINE, synthetic_case, write_nifti
 
+from dicom_series import write_dicom_series
 from sparsekits.data.geometry import Grid
-from sparsekits.data.io import read_image, read_label_map, write_label_map
+from sparsekits.data.io import read_image, read_label_map, thick_slice_warning, write_label_map
 from sparsekits.errors import InputError
 
 OBLIQUE_DIRECTION = (0.9848077530, 0, 0.1736481777, 0, 1, 0, -0.1736481777, 0, 0.9848077530)
@@ -177,3 +178,101 @@ def test_write_label_map_round_trips_exactly(tmp_path):
     np.testing.assert_array_equal(back.grid.affine, grid.affine)
     np.testing.assert_array_equal(back.array, labels)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["pred.nii.gz"]
+
+
+@pytest.mark.parametrize(
+    "value, found", [(np.nan, r"\(3 NaN\)"), (np.inf, r"\(3 infinite\)"), (-np.inf, r"\(3 inf")]
+)
+def test_nan_and_infinite_values_are_refused(tmp_path, value, found):
+    hu, _ = synthetic_case()
+    array = hu.astype(np.float32)
+    array[:3, 0, 0] = value
+    with pytest.raises(InputError, match=f"ct.nii.gz: NaN or infinite voxel values {found}"):
+        read_image(write_nifti(tmp_path / "ct.nii.gz", array))
+
+
+def test_values_mostly_outside_the_ct_range_are_refused(tmp_path):
+    hu, _ = synthetic_case()
+    path = write_nifti(tmp_path / "ct.nii.gz", hu.astype(np.float32) * 1000)
+    with pytest.raises(InputError, match=r"\d+% of voxels lie outside -1100\.\.4000 HU"):
+        read_image(path)
+
+
+def test_padding_far_below_air_in_a_minority_of_voxels_is_a_ct(tmp_path):
+    hu, _ = synthetic_case()
+    hu[:, :12] = -3024  # the value some scanners give outside the reconstructed circle
+    assert read_image(write_nifti(tmp_path / "ct.nii.gz", hu)).array.min() == -3024
+
+
+def test_a_single_slice_is_refused(tmp_path):
+    hu, _ = synthetic_case()
+    path = write_nifti(tmp_path / "slice.nii.gz", hu[:, :, 10:11])
+    with pytest.raises(InputError, match=r"slice\.nii\.gz: a single slice \(shape \(48, 52, 1\)\)"):
+        read_image(path)
+
+
+@pytest.mark.parametrize(
+    "shape, spacing, problem",
+    [
+        ((48, 52, 30), (1.5, 1.5, 1e6), r"implausible voxel spacing 1\.5 x 1\.5 x 1e\+06 mm"),
+        ((48, 52, 30), (8e-4, 8e-4, 2e-3), r"implausible voxel spacing 0\.0008 x 0\.0008 x 0\.002"),
+        ((120, 60, 60), (19, 19, 19), r"implausible field of view 1140 x 1140 x 2280 mm"),
+    ],
+)
+def test_a_geometry_no_ct_has_is_refused_before_the_voxels_are_read(
+    tmp_path, monkeypatch, shape, spacing, problem
+):
+    path = write_nifti(
+        tmp_path / "ct.nii.gz", np.full(shape, -1000, np.int16), np.diag([*spacing, 1])
+    )
+    monkeypatch.setattr(np, "asanyarray", _no_reading)
+    with pytest.raises(InputError, match=problem):
+        read_image(path)
+
+
+def test_a_non_finite_affine_is_refused(tmp_path, monkeypatch):
+    hu, _ = synthetic_case()
+    path = write_nifti(tmp_path / "ct.nii", hu)
+    header = nib.load(path).header.copy()
+    header["srow_z"][2] = np.nan
+    path.write_bytes(header.binaryblock + path.read_bytes()[len(header.binaryblock) :])
+    monkeypatch.setattr(np, "asanyarray", _no_reading)
+    with pytest.raises(InputError, match=r"ct\.nii: the affine .* is not finite and invertible"):
+        read_image(path)
+
+
+def _no_reading(*args):
+    raise AssertionError("the voxels were read")
+
+
+def test_a_header_declaring_more_voxels_than_the_file_holds_is_refused_unread(tmp_path):
+    hu, _ = synthetic_case()
+    header = nib.Nifti1Image(hu, LPS_AFFINE).header
+    header.set_data_shape((4000, 4000, 4000))  # 128 GB of int16: never allocated
+    header.set_data_offset(352)
+    path = tmp_path / "ct.nii"
+    path.write_bytes(header.binaryblock + b"\0" * 4 + hu.tobytes())
+    with pytest.raises(InputError, match=r"truncated NIfTI: its header declares 128,000,000,352"):
+        read_image(path)
+
+
+def test_complex_voxels_are_refused(tmp_path):
+    hu, _ = synthetic_case()
+    path = write_nifti(tmp_path / "ct.nii.gz", hu.astype(np.complex64))
+    with pytest.raises(InputError, match="voxel type complex64 is not a number type"):
+        read_image(path)
+
+
+def test_thick_slices_are_read_with_a_warning(tmp_path):
+    hu, _ = synthetic_case(shape=(48, 52, 12))
+    thick = LPS_AFFINE @ np.diag([1, 1, 4.8, 1])  # 2.5 mm x 4.8 = 12 mm
+    image = read_image(write_nifti(tmp_path / "thick.nii.gz", hu, thick))
+    assert thick_slice_warning(image.grid).startswith("slices 12 mm apart (10 mm or more)")
+    assert thick_slice_warning(read_image(write_nifti(tmp_path / "ct.nii.gz", hu)).grid) is None
+
+
+def test_a_dicom_series_of_another_modality_is_refused(tmp_path):
+    hu, _ = synthetic_case(shape=(16, 16, 4))
+    write_dicom_series(tmp_path / "mr", hu, modality="MR")
+    with pytest.raises(InputError, match=r"mr: a DICOM series of modality MR, not CT"):
+        read_image(tmp_path / "mr")

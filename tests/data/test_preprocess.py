@@ -7,9 +7,10 @@ import os
 
 import numpy as np
 import pytest
-from data_cases import LPS_AFFINE, synthetic_case, write_dicom_series, write_kits_case, write_nifti
+from data_cases import LPS_AFFINE, synthetic_case, write_kits_case, write_nifti
 
 from cli_runner import run_cli
+from dicom_series import write_dicom_series
 from sparsekits.data.geometry import Grid, resample
 from sparsekits.data.preprocess import preprocess_dataset
 from sparsekits.data.sample import load_sample

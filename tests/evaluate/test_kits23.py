@@ -254,6 +254,18 @@ def test_mismatched_grid_is_a_one_line_error_naming_the_file(tmp_path):
     assert not (tmp_path / "e.csv").exists()
 
 
+def test_a_ground_truth_with_labels_outside_0_to_3_is_refused_in_one_line(tmp_path):
+    (name,) = write_cases(tmp_path, 1)
+    organs = save_labels(tmp_path / "gt" / f"{name}.nii.gz", blob_case(0)[1] * 2)  # an organ map
+
+    done = run_cli("evaluate", tmp_path / "pred", tmp_path / "gt", "-o", tmp_path / "e.csv")
+
+    assert done.returncode == 2
+    messages = [line for line in done.stderr.split("\n") if line and "evaluate:" not in line]
+    assert messages == [f"sparsekits: error: {organs}: label values must be 0-3, found 0 to 6"]
+    assert not (tmp_path / "e.csv").exists()
+
+
 def test_unpredicted_cases_are_skipped_and_orphan_predictions_rejected(tmp_path, capsys):
     names = write_cases(tmp_path, 3)
     (tmp_path / "pred" / f"{names[1]}.nii.gz").unlink()

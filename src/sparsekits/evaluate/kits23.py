@@ -6,7 +6,9 @@ its behaviour, quirks included:
 
 - HECs are built by *exact* label membership: kidney_and_mass = {1, 2, 3}, mass = {2, 3},
   tumor = {2} (``sparsekits.regions.REGION_LABELS``). Values outside 0-3 belong to no HEC, i.e.
-  they count as background (unlike ``labels > 0``).
+  they count as background (unlike ``labels > 0``): so ``evaluate_case`` scores them. Files are
+  stricter: ``evaluate_folders`` refuses a prediction or ground truth holding values outside
+  0-3 (an organ map is not a KiTS23 label map, and would be scored silently).
 - Per case and HEC: both masks empty -> Dice = SD = 1; exactly one empty -> 0 and 0; otherwise
   Dice = 2|P & G| / (|P| + |G|) and Surface Dice from DeepMind's ``surface_distance``:
   ``compute_surface_dice_at_tolerance(compute_surface_distances(gt, pred, spacing), tol)`` with
@@ -52,6 +54,7 @@ import numpy as np
 from surface_distance import compute_surface_dice_at_tolerance, compute_surface_distances
 from tqdm import tqdm
 
+from sparsekits.data.io import check_label_values
 from sparsekits.errors import InputError
 from sparsekits.evaluate.lesions import LESION_CLASSES, LESION_OUTCOMES, lesion_matches, nonzero_box
 from sparsekits.fileio import write_text_atomic
@@ -277,6 +280,8 @@ def evaluate_case_files(case: CaseFiles) -> dict:
     """One CSV row: {'case': name, metrics..., lesion counts..., [ROI recalls]}. In a worker."""
     pred, pred_affine, pred_spacing = _read_label_map(case.pred)
     gt, gt_affine, _ = _read_label_map(case.gt)
+    for labels, path in ((pred, case.pred), (gt, case.gt)):
+        check_label_values(labels, path)
     _check_same_grid(case.pred, pred.shape, pred_affine, case.gt, gt.shape, gt_affine)
     row = {"case": case.name, **evaluate_case(pred, gt, pred_spacing)}
     counts = lesion_matches(pred, gt, pred_spacing)

@@ -17,8 +17,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from sparsekits.errors import InputError
-from sparsekits.fileio import atomic_path
+from sparsekits.errors import InputError, one_line
+from sparsekits.fileio import (
+    all_or_none,
+    atomic_path,
+    check_folder_creatable,
+    remove_stale_temporaries,
+)
 from sparsekits.layout import (
     NIFTI_OUT,
     NIFTI_SUFFIXES,
@@ -39,7 +44,8 @@ if TYPE_CHECKING:
 class PredictSummary:
     outputs: dict[str, Path] = field(default_factory=dict)  # input -> label map written
     failures: dict[str, str] = field(default_factory=dict)  # input -> one-line problem
-    warnings: dict[str, str] = field(default_factory=dict)  # input -> e.g. "no kidney found"
+    # input -> one-line warnings, e.g. "no kidney found"
+    warnings: dict[str, list[str]] = field(default_factory=dict)
 
 
 def load_predictor(
@@ -51,9 +57,11 @@ def load_predictor(
 ) -> Predictor:
     """The predictor of the method a model folder holds (its plan.json says which), loaded once
     for every input of a run; ``method``, when given, must be that method."""
+    from sparsekits.device import check_device
     from sparsekits.methods import get_method
     from sparsekits.models.bundle import read_plan
 
+    check_device(device)
     plan = read_plan(model_dir)
     if method is not None and method != plan.method:
         raise InputError(model_dir, f"holds a {plan.method} model, not {method}")
@@ -78,10 +86,14 @@ def predict(
     report ``NAME.json`` beside it (plus ``NAME_roi.nii.gz`` and ``NAME_probabilities.npz`` with
     ``save_probabilities``, and overlay PNGs with ``overlay``). Every setting comes from the
     model folder's plan; a ``plan`` given is only checked against it (InputError if its input
-    differs).
+    differs). Refused before any work: an output folder that cannot exist (a file stands in its
+    path), a device this machine does not have.
     """
     inputs, output = Path(inputs), Path(output)
     cases, batch = discover_inputs(inputs)
+    folder = output_path(cases[0], output, batch).parent
+    check_folder_creatable(folder)
+    remove_stale_temporaries(folder)
     predictor = load_predictor(model_dir, device=device, folds=folds, tta=tta)
     if plan is not None:
         check_same_input(plan, predictor.plan, Path(model_dir), "this model")
@@ -93,16 +105,13 @@ def predict(
         except Exception as error:  # one bad input must not stop a batch
             if not batch:
                 raise
-            message = str(error) if isinstance(error, InputError) else f"{case.image}: {error!r}"
+            message = one_line(error, case.image)
             summary.failures[str(case.image)] = message
-            print(f"sparsekits: failed: {message}", file=sys.stderr)
+            tqdm.write(f"sparsekits: error: {message}", file=sys.stderr)
     if batch:
-        print(
-            f"sparsekits predict: {len(summary.outputs)} written, {len(summary.failures)} failed",
-            file=sys.stderr,
-        )
-        for message in summary.failures.values():
-            print(f"  failed: {message}", file=sys.stderr)
+        failed, total = len(summary.failures), len(cases)
+        outcome = f"{failed} of {total} inputs failed" if failed else f"{total} inputs written"
+        print(f"sparsekits predict: {outcome}", file=sys.stderr)
     return summary
 
 
@@ -115,49 +124,60 @@ def predict_file(
     summary: PredictSummary | None = None,
 ) -> CasePrediction:
     """Predict one input and write its label map, report and optional extras."""
-    from sparsekits.data.io import read_image, write_label_map
+    from sparsekits.data.io import read_image, thick_slice_warning, write_label_map
 
     start = time.perf_counter()
     image = read_image(source)
     read_s = time.perf_counter() - start
+    thick = thick_slice_warning(image.grid)
+    if thick:
+        _warn(source, thick, summary)
     case = predictor.predict_image(image, save_probabilities)
     case.timings = {"read": read_s, **case.timings}
-    with timed(case.timings, "write"):
-        write_label_map(destination, case.labels, case.grid)
-        if save_probabilities:
-            write_probabilities(destination, case)
-    if not case.rois:
-        message = f"{source}: no kidney found; wrote an empty label map"
-        print(f"sparsekits: warning: {message}", file=sys.stderr)
-        if summary is not None:
-            summary.warnings[str(source)] = message
-    _write_report(source, destination, case, predictor.plan)
-    if overlay:
-        from sparsekits.predict.overlay import write_overlays
+    with all_or_none() as written:  # a case's outputs are all there, or none is
+        with timed(case.timings, "write"):
+            written.append(write_label_map(destination, case.labels, case.grid))
+            if save_probabilities:
+                written += write_probabilities(destination, case)
+        if not case.rois:
+            _warn(source, "no kidney found; wrote an empty label map", summary)
+        written.append(_write_report(source, destination, case, predictor.plan))
+        if overlay:
+            from sparsekits.predict.overlay import write_overlays
 
-        write_overlays(image.array, case.labels, case.grid.affine, sidecar(destination, ""))
+            prefix = sidecar(destination, "")
+            written += write_overlays(image.array, case.labels, case.grid.affine, prefix)
     if summary is not None:
         summary.outputs[str(source)] = destination
     return case
 
 
-def write_probabilities(destination: Path, case: CasePrediction) -> None:
+def _warn(source: Path, problem: str, summary: PredictSummary | None) -> None:
+    message = f"{source}: {problem}"
+    tqdm.write(f"sparsekits: warning: {message}", file=sys.stderr)
+    if summary is not None:
+        summary.warnings.setdefault(str(source), []).append(message)
+
+
+def write_probabilities(destination: Path, case: CasePrediction) -> list[Path]:
     """NAME_roi.nii.gz (the ROIs on the input grid) and NAME_probabilities.npz (the fine
-    stage's probabilities per ROI, float16)."""
+    stage's probabilities per ROI, float16); the paths written."""
     from sparsekits.data.io import write_label_map
 
-    write_label_map(sidecar(destination, ROI_SIDECAR + NIFTI_OUT), case.roi_mask, case.grid)
+    mask = write_label_map(sidecar(destination, ROI_SIDECAR + NIFTI_OUT), case.roi_mask, case.grid)
     arrays = {}
     for roi in case.rois:
         arrays[f"roi{roi.index}_coords"] = roi.coords
         arrays[f"roi{roi.index}_probabilities"] = roi.probabilities.astype(np.float16)
         arrays[f"roi{roi.index}_affine"] = roi.crop_grid.affine
         arrays[f"roi{roi.index}_shape"] = np.asarray(roi.crop_grid.shape)
-    with atomic_path(sidecar(destination, PROBABILITIES_SIDECAR)) as tmp, open(tmp, "wb") as f:
+    probabilities = sidecar(destination, PROBABILITIES_SIDECAR)
+    with atomic_path(probabilities) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
+    return [mask, probabilities]
 
 
-def _write_report(source: Path, destination: Path, case: CasePrediction, plan) -> None:
+def _write_report(source: Path, destination: Path, case: CasePrediction, plan) -> Path:
     from sparsekits.predict.report import volume_report, write_report
 
     rois = [
@@ -177,7 +197,7 @@ def _write_report(source: Path, destination: Path, case: CasePrediction, plan) -
         "plan": plan.to_dict(),
     }
     report = volume_report(case.labels, case.grid.affine, rois, case.timings, extra)
-    write_report(sidecar(destination, REPORT_SUFFIX), report)
+    return write_report(sidecar(destination, REPORT_SUFFIX), report)
 
 
 def discover_inputs(path: Path) -> tuple[list[Case], bool]:
