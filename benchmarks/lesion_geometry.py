@@ -12,7 +12,9 @@ and ``--phantoms N`` phantoms per config written to a temporary folder (the defa
   NIfTI affine) of its kidney's parenchyma (label 1) voxel centres;
 - extent of a kidney: the largest distance (mm) from the axis-aligned (world) box of its label-1
   voxels to a voxel of one of its masses (0 if all lie inside); also the largest single-axis
-  excess, which is the margin a box around the parenchyma needs to hold every mass.
+  excess, which is the margin a box around the parenchyma needs to hold every mass;
+- parenchyma share of a kidney with masses: its label-1 voxels over all its voxels (a kidney
+  that a mass has all but replaced has little left for a first stage to find).
 
 Full resolution throughout (each volume cropped to its labels' box; nothing downsampled).
 
@@ -45,6 +47,8 @@ SECTION = "lesion_geometry"
 TITLE = "## Lesion geometry: KiTS23 label maps against the phantoms"
 MIN_KIDNEY_ML = 10.0  # KiTS23's kidneys are >= 60 mL; its other components are specks < 0.5 mL
 MASS_LABELS = {2: "tumour", 3: "cyst"}
+# A kidney mostly replaced by its masses: stage 1 finds no parenchyma to cut its ROI from.
+LITTLE_PARENCHYMA = 0.2
 
 
 @dataclass
@@ -59,6 +63,7 @@ class Kidney:
     masses: list[Mass] = field(default_factory=list)
     extent_mm: float = 0.0  # Euclidean distance of the farthest mass voxel beyond the box
     margin_mm: float = 0.0  # largest per-axis excess beyond the box (what a box margin needs)
+    parenchyma_share: float = 1.0  # of the kidney's voxels (labels > 0), the parenchyma's
 
 
 def parenchyma_hull(parenchyma_mm: np.ndarray) -> Delaunay | None:
@@ -117,6 +122,7 @@ def measure_case(labels: np.ndarray, affine: np.ndarray) -> list[Kidney]:
         parenchyma = _world(np.argwhere(kidney & (labels[sub] == 1)), start, affine)
         hull = parenchyma_hull(parenchyma)
         result, mass_points = Kidney(), [np.zeros((0, 3))]
+        result.parenchyma_share = len(parenchyma) / int(counts[index - 1])
         for label in MASS_LABELS:
             masses = cc3d.connected_components(kidney & (labels[sub] == label), connectivity=26)
             voxels = np.argwhere(masses)
@@ -182,6 +188,7 @@ def report(sources: dict[str, list[list[Kidney]]]) -> str:
         per_kidney = [len(k.masses) for k in kidneys]
         with_cyst = sum(any(m.label == 3 for m in k.masses) for k in kidneys)
         with_tumour = sum(any(m.label == 2 for m in k.masses) for k in kidneys)
+        lesioned = [k.parenchyma_share for k in kidneys if k.masses]
         kidney_rows.append(
             [
                 name,
@@ -193,6 +200,8 @@ def report(sources: dict[str, list[list[Kidney]]]) -> str:
                 f"{volume[3] / volume[2]:.3f}" if volume[2] else "-",
                 _percentiles([k.extent_mm for k in kidneys], (50, 90, 95, 100), ".1f"),
                 _percentiles([k.margin_mm for k in kidneys], (50, 90, 95, 100), ".1f"),
+                _percentiles(lesioned, (5, 10, 25, 50), ".2f"),
+                _share(sum(share < LITTLE_PARENCHYMA for share in lesioned), len(lesioned)),
             ]
         )
     mass_header = [
@@ -214,6 +223,8 @@ def report(sources: dict[str, list[list[Kidney]]]) -> str:
         "cyst : tumour volume",
         "extent beyond the parenchyma box mm, 50 / 90 / 95 / 100 %",
         "largest per-axis excess mm, 50 / 90 / 95 / 100 %",
+        "parenchyma share of a kidney with masses, 5 / 10 / 25 / 50 %",
+        f"kidneys with masses under {LITTLE_PARENCHYMA:.0%} parenchyma",
     ]
     return "\n\n".join(
         [markdown_table(mass_header, mass_rows), markdown_table(kidney_header, kidney_rows)]

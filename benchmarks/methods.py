@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sparsekits.demo import FULL as DEMO
+
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "methods"
 DEMO_SECTION = "methods_demo"
@@ -257,8 +259,9 @@ def _demo_report(demos: dict, command: str, load_at_start: float) -> str:
     lines = [
         "## The methods' demos side by side (CPU)",
         "",
-        "`sparsekits demo --method M`, one after the other (the same 12 training and 6 held-out "
-        "phantoms, fold 0, each method's `demo` preset), each in a fresh process: held-out "
+        f"`sparsekits demo --method M`, one after the other (the same {DEMO.train_cases} "
+        f"training and {DEMO.test_cases} held-out phantoms, fold 0, each method's `demo` "
+        "preset), each in a fresh process: held-out "
         "KiTS23 Dice (mean over cases), the first stage's ROI recall, lesions found.",
         "",
         markdown_table(header, rows),

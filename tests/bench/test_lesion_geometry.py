@@ -50,4 +50,8 @@ def test_measure_case_in_mm_on_a_flipped_anisotropic_grid():
     assert [m.label for m in small.masses] == [3]
     assert small.masses[0].outside == 0.0
     assert (small.extent_mm, small.margin_mm) == (0.0, 0.0)
+    # The first kidney: 3360 voxels of its box, 64 tumour voxels inside it replaced by the
+    # tumour, 64 more outside it; 64 cyst-speck voxels painted over it too (still the kidney's).
+    assert big.parenchyma_share == pytest.approx((3360 - 64 - 64) / (3360 + 64))
+    assert small.parenchyma_share == pytest.approx(1 - 100 / 3750)
     assert measure_case(np.zeros((4, 4, 4), np.uint8), AFFINE) == []
