@@ -36,8 +36,10 @@ CACHE_MANIFEST = "manifest.json"
 CACHE_MARKERS = "cases"
 SAMPLE_SUFFIX = ".npz"
 
-# Model folder: MODEL/plan.json and MODEL/<role>/fold_<K>/{config.json, model.safetensors}
+# Model folder: MODEL/plan.json, MODEL/<role>/fold_<K>/{config.json, model.safetensors} and
+# MODEL/training_volumes.json (sparsekits.training_volumes)
 PLAN_FILE = "plan.json"
+TRAINING_VOLUMES = "training_volumes.json"
 FOLD_PREFIX = "fold_"
 # Caches and model folders written before stages had roles named a stage's folder by number.
 LEGACY_STAGE_PREFIX = "stage"

@@ -132,6 +132,11 @@ class Augmentation:
     pad_hu: float = AIR_HU
     rule: ClassVar[str] = "hu_crop"
 
+    @property
+    def mirrors(self) -> bool:
+        """Whether it shows the network mirrored crops (what mirroring TTA feeds it)."""
+        return self.flip_p > 0
+
 
 @dataclass(frozen=True)
 class SlabAugmentation:
@@ -152,6 +157,7 @@ class SlabAugmentation:
     elastic_sigma: tuple[float, float] = (3.0, 5.0)
     elastic_magnitude: tuple[float, float] = (100.0, 200.0)
     rule: ClassVar[str] = "slab"
+    mirrors: ClassVar[bool] = False  # seed 004 flips nothing
 
 
 AUGMENTATIONS: dict[str, type] = {
@@ -183,6 +189,11 @@ class Recipe:
     deep_supervision_decay: float = 0.5  # level k of the deep supervision weighs decay**k
     # Per output class weights of a softmax loss (Dice and cross-entropy); None: all equal.
     class_weights: tuple[float, ...] | None = None
+
+    @property
+    def mirrors(self) -> bool:
+        """Whether training showed the network mirrored inputs."""
+        return self.augment and self.augmentation.mirrors
 
     def problems(self) -> list[str]:
         problems = []

@@ -76,6 +76,17 @@ def test_samples_and_manifest_of_a_kits23_dataset(kits_dataset, tmp_path):
     # The two ROIs (one per kidney) hold all of the kidneys and masses.
     assert inside_mm3 == pytest.approx((source_labels > 0).sum() * 1.5 * 1.5 * 2.5, rel=0.1)
 
+    # The ground truth's volumes, what a model trained on the cache will have seen (mL): each
+    # kidney (label 1; the LPS grid's low x is the patient's right), the tumour, the cyst.
+    voxel_ml = 1.5 * 1.5 * 2.5 / 1000
+    half = source_labels.shape[0] // 2
+    right, left = (source_labels[:half] == 1).sum(), (source_labels[half:] == 1).sum()
+    tumour, cyst = (source_labels == 2).sum(), (source_labels == 3).sum()
+    assert entry["volumes_ml"] == {
+        kind: [round(voxels * voxel_ml, 2) for voxels in counts]
+        for kind, counts in (("kidney", (right, left)), ("tumor", (tumour,)), ("cyst", (cyst,)))
+    }
+
 
 def test_rerun_skips_finished_cases_and_changes_nothing(kits_dataset, tmp_path):
     cache = tmp_path / "cache"

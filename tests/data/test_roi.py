@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from sparsekits.data.geometry import Grid, resample, stage_grid_for
-from sparsekits.data.roi import ellipsoid_element, extract_roi_components, roi_crop_grid
+from sparsekits.data.roi import (
+    dilated_components,
+    ellipsoid_element,
+    roi_candidates,
+    roi_crop_grid,
+)
 from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 from sparsekits.plan import RoiRule
 
@@ -22,6 +27,10 @@ def _foreground() -> np.ndarray:
     return mask
 
 
+def extract_roi_components(foreground: np.ndarray, spacing_mm: float, rule: RoiRule) -> list:
+    return dilated_components(*roi_candidates(foreground, rule), spacing_mm, rule)
+
+
 def test_components_largest_first_small_ones_dropped_and_dilated():
     rois = extract_roi_components(_foreground(), STAGE1.spacing_mm, SSCN_TWOSTAGE.roi)
     assert len(rois) == 2
@@ -35,6 +44,9 @@ def test_components_largest_first_small_ones_dropped_and_dilated():
 def test_max_components_and_empty_foreground():
     config = RoiRule(max_components=1)
     assert len(extract_roi_components(_foreground(), STAGE1.spacing_mm, config)) == 1
+    # The candidates the maximum chose from: both large components, largest first.
+    components, candidates = roi_candidates(_foreground(), config)
+    assert len(candidates) == 2 and components[40, 20, 20] == candidates[0]
     assert (
         extract_roi_components(np.zeros((5, 5, 5), bool), STAGE1.spacing_mm, SSCN_TWOSTAGE.roi)
         == []

@@ -26,6 +26,7 @@ from sparsekits.plan import SlabAugmentation
 from sparsekits.predict.postprocess import drop_small_components
 from sparsekits.train.dense_classes import DenseClassTask, DenseSampleSet
 from sparsekits.train.samples import Draw
+from sparsekits.training_volumes import read_ranges
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +169,14 @@ def test_quick_demo_then_predict_and_refusal_of_another_methods_plan(tmp_path):
     assert nib.load(predicted).shape == nib.load(case / "imaging.nii.gz").shape
     report = json.loads(Path(str(predicted).replace(".nii.gz", ".json")).read_text())
     assert report["method"] == "dense-coarse2fine"
+    # Seed 004's augmentation never mirrors: --tta is warned, printed and reported.
+    warning = report["warnings"][0]
+    assert report["tta"] and warning.startswith("--tta mirrors the input, but the coarse, kidney")
+    assert f"sparsekits: warning: {case / 'imaging.nii.gz'}: {warning}" in run.stderr
+    # Training recorded the volumes of the demo's phantoms; the model folder carries them.
+    assert report["model"]["training_volumes_ml"] == read_ranges(out / "model")
+    low, high = read_ranges(out / "model")["kidney"]
+    assert 0 < low < high < 200  # the demo's small kidneys, some cut by its field of view
 
     sscn = tmp_path / "sscn.json"
     assert run_cli("plan", "-o", sscn).returncode == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import nibabel as nib
@@ -10,13 +11,16 @@ import numpy as np
 import pytest
 from predict_data import SMALL_PLAN, affine_for, save_random_model, synthetic_ct, write_nifti
 
+import sparsekits
 from cli_runner import run_cli
 from dicom_series import write_dicom_series
 from sparsekits.errors import InputError
 from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 from sparsekits.methods.sscn_twostage import predictor as predictor_module
+from sparsekits.models.bundle import model_fingerprint
 from sparsekits.predict.inference import load_stage_networks, predict_probabilities
 from sparsekits.predict.pipeline import load_predictor, predict
+from sparsekits.training_volumes import write_ranges
 
 STAGE1, STAGE2 = SSCN_TWOSTAGE.stages
 
@@ -38,8 +42,43 @@ def test_output_has_the_input_grid(tmp_path, model_dir, orientation):
     # A random stage 1 calls the soft-tissue blob foreground: stage 2 ran on one ROI.
     report = json.loads((tmp_path / "out" / "seg.json").read_text())
     assert len(report["roi_boxes"]) == 1
-    assert set(report["timings_s"]) >= {"read", "stage1_net", "roi", "stage2", "write"}
-    assert not summary.failures and not summary.warnings
+    assert set(report["timings_s"]) >= {"read", "stage1_net", "roi", "stage2", "checks", "write"}
+    assert not summary.failures and not summary.warnings and report["warnings"] == []
+    # A model folder written before training ranges were recorded: none, and no range check.
+    assert report["model"]["training_volumes_ml"] is None
+
+
+def test_a_volume_new_to_the_model_is_warned_in_one_line_and_in_the_report(tmp_path):
+    model = save_random_model(tmp_path / "model", folds=(0,))
+    far = [400.0, 500.0]  # the tiny scan holds nothing near: whatever it predicts is new
+    write_ranges(model, {"kidney": far, "tumor": far, "cyst": far})
+    source = write_nifti(tmp_path / "scan.nii.gz", synthetic_ct(), affine_for("RAS"))
+
+    run = run_cli("predict", "-i", source, "-o", tmp_path / "out", "--model", model)
+
+    assert run.returncode == 0, run.stderr
+    report = json.loads((tmp_path / "out" / "scan.json").read_text())
+    assert report["kidney_found"]  # the random networks' blob (test_output_has_the_input_grid)
+    warnings = report["warnings"]
+    assert warnings and all(
+        "is outside what the model was trained on (its training cases: 400.00-500.00 mL; "
+        "accepted: 200.00-1000.00 mL)" in warning
+        for warning in warnings
+    )
+    printed = [line for line in run.stderr.splitlines() if line.startswith("sparsekits: warn")]
+    assert printed == [f"sparsekits: warning: {source}: {warning}" for warning in warnings]
+    # What ran, for whoever reads the report later.
+    assert report["model"] == {
+        "path": str(model.resolve()),
+        "fingerprint": model_fingerprint(model, SMALL_PLAN, {"roi": [0], "fine": [0]}),
+        "folds": {"roi": [0], "fine": [0]},
+        "training_volumes_ml": {"kidney": far, "tumor": far, "cyst": far},
+    }
+    assert (report["tta"], report["device"]) == (False, "cpu")
+    assert report["sparsekits_version"] == sparsekits.__version__
+    date = datetime.fromisoformat(report["date"])
+    assert date.utcoffset() == timedelta(0)
+    assert abs(datetime.now(timezone.utc) - date) < timedelta(minutes=10)
 
 
 def test_dicom_series_folder(tmp_path, model_dir):

@@ -17,7 +17,7 @@ from sparsekits.data.preprocess import preprocess_dataset
 from sparsekits.data.sample import load_sample
 from sparsekits.data.stage_view import mask_foreground
 from sparsekits.errors import InputError
-from sparsekits.layout import PLAN_FILE, legacy_stage_dir
+from sparsekits.layout import PLAN_FILE, TRAINING_VOLUMES, legacy_stage_dir
 from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 from sparsekits.methods.sscn_twostage import predictor as predictor_module
 from sparsekits.models import build_model, save_model_folder
@@ -25,6 +25,7 @@ from sparsekits.models.bundle import assemble_model, fold_path, read_plan, save_
 from sparsekits.phantoms import write_phantom_dataset
 from sparsekits.plan import Plan, load_plan
 from sparsekits.predict.pipeline import load_predictor
+from sparsekits.training_volumes import RUN_KEY, read_ranges
 
 
 @pytest.fixture(scope="module")
@@ -113,10 +114,13 @@ def test_predict_refuses_a_plan_other_than_the_models(phantom_case, tmp_path):
     assert not (tmp_path / "out.nii.gz").exists()
 
 
-def train_like_run(run, plan: Plan, stage: int, fold: int) -> None:
-    """RUN/model as the trainer writes it (the plan, the stage and fold in extra)."""
+def train_like_run(run, plan: Plan, stage: int, fold: int, ranges: dict | None = None) -> None:
+    """RUN/model as the trainer writes it (the plan, the stage and fold in extra, and the
+    training volume ranges when given)."""
     torch.manual_seed(stage * 10 + fold)
     extra = {"plan": plan.to_dict(), "stage": stage, "fold": fold}
+    if ranges is not None:
+        extra[RUN_KEY] = ranges
     save_model_folder(run / "model", build_model(plan.stage(stage).network), extra=extra)
 
 
@@ -148,6 +152,30 @@ def test_model_assemble_builds_the_model_folder_and_checks_the_runs(tmp_path):
     train_like_run(mixed, SMALL_PLAN.with_stage(2, network=SSCN_TWOSTAGE.stage(2).network), 2, 3)
     with pytest.raises(InputError, match="network differs"):
         assemble_model([*runs, mixed], tmp_path / "again")
+
+
+def test_model_assemble_joins_the_training_volume_ranges_of_its_runs(tmp_path):
+    ranges = {
+        (1, 0): {"kidney": [40.0, 60.0], "tumor": [2.0, 30.0]},
+        (1, 1): {"kidney": [35.0, 55.0]},
+        (2, 0): {"kidney": [40.0, 60.0], "tumor": [1.0, 20.0]},
+        (2, 1): {"kidney": [45.0, 70.0], "cyst": [0.5, 3.0]},
+    }
+    runs = [tmp_path / f"s{stage}f{fold}" for stage, fold in ranges]
+    for run, ((stage, fold), run_ranges) in zip(runs, ranges.items(), strict=True):
+        train_like_run(run, SMALL_PLAN, stage, fold, run_ranges)
+
+    model = assemble_model(runs, tmp_path / "model")
+    assert read_ranges(model) == {"kidney": [35.0, 70.0], "tumor": [1.0, 30.0], "cyst": [0.5, 3.0]}
+
+    # A run from before ranges were recorded: the others' alone would be too narrow, so none.
+    old = tmp_path / "old"
+    train_like_run(old, SMALL_PLAN, 2, 2)
+    assemble_model([*runs, old], model)
+    assert read_ranges(model) is None and not (model / TRAINING_VOLUMES).exists()
+    (model / TRAINING_VOLUMES).write_text("{not json")
+    with pytest.raises(InputError, match="not readable training volume ranges"):
+        read_ranges(model)
 
 
 def test_a_model_folder_from_before_plans_loads_with_its_implied_plan(tmp_path):

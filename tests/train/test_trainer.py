@@ -14,8 +14,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
+from train_data import SPACING
 
 from cli_runner import cli_command, cli_env, run_cli
 from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
@@ -25,6 +28,7 @@ from sparsekits.regions import REGION_NAMES
 from sparsekits.train.checkpoint import load_checkpoint
 from sparsekits.train.runlog import LOG_COLUMNS
 from sparsekits.train.trainer import TrainConfig, train
+from sparsekits.training_volumes import RUN_KEY
 
 # 2 epochs of 6 samples, 2 per optimiser step: 3 steps an epoch, a checkpoint after each step.
 RECIPE = Recipe(epochs=2, samples_per_epoch=6, accumulation=2)
@@ -108,6 +112,18 @@ def test_stage2_run_folder_from_a_raw_dataset(tiny_dataset, tmp_path):
     assert (out / "progress.png").stat().st_size > 1000
     assert extra["epoch"] == result.best_epoch
     assert set(extra["val_dice"]) == set(REGION_NAMES)
+    # The volumes its training cases' ground truth spans (mL): each kidney (label 1, left of x
+    # index 12, right of it), the tumours; no cyst.
+    kidneys, tumours = [], []
+    for case in extra["cases"]["train"]:
+        labels = np.asarray(nib.load(tiny_dataset / case / "segmentation.nii.gz").dataobj)
+        voxel_ml = np.prod(SPACING) / 1000
+        kidneys += [(labels[:12] == 1).sum() * voxel_ml, (labels[12:] == 1).sum() * voxel_ml]
+        tumours.append((labels == 2).sum() * voxel_ml)
+    assert extra[RUN_KEY] == {
+        "kidney": [round(min(kidneys), 2), round(max(kidneys), 2)],
+        "tumor": [round(min(tumours), 2), round(max(tumours), 2)],
+    }
     best = load_checkpoint(result.best_checkpoint)
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, best["model"][name])

@@ -1,7 +1,8 @@
 """The preprocessing cache: per case, the stage samples training reads (ARCHITECTURE.md).
 
 ```
-CACHE/manifest.json               the plan, cases, per-case files, kept fractions, errors
+CACHE/manifest.json               the plan, cases, per-case files, kept fractions, ground-truth
+                                  volumes (sparsekits.training_volumes), errors
 CACHE/<role>/<name>.npz           the samples of each stage (sscn-twostage: roi/<case>.npz, the
                                   whole scan; fine/<case>_roi<k>.npz, one per kidney ROI)
 CACHE/cases/<case>.json           per-case done marker (its manifest entry), written last
@@ -38,6 +39,7 @@ from sparsekits.layout import (
     stage_dir,
 )
 from sparsekits.plan import Plan
+from sparsekits.training_volumes import CASE_KEY, ground_truth_volumes
 
 
 @dataclass
@@ -97,7 +99,12 @@ def preprocess_case(case: Case, cache: Path, roles: tuple[str, ...], plan: Plan)
         raise InputError(case.image, "no label map for this case (training needs one)")
     labels = read_label_map(case.label, like=image).array
     method = get_method(plan.method)
-    entry = {"image": _path_key(case.image), "label": _path_key(case.label), "inputs": {}}
+    entry = {
+        "image": _path_key(case.image),
+        "label": _path_key(case.label),
+        "inputs": {},
+        CASE_KEY: ground_truth_volumes(image, labels),  # what its models will have seen
+    }
     previous = _read_marker(cache, case.case_id) or {}
     for role in roles:
         for stale in stage_items(previous, role):  # e.g. ROIs that the new plan no longer finds

@@ -16,28 +16,29 @@ from sparsekits.data.geometry import Grid
 from sparsekits.plan import RoiRule, StagePlan
 
 
-def extract_roi_components(
-    foreground: np.ndarray, spacing_mm: float, config: RoiRule
-) -> list[np.ndarray]:
-    """ROI masks (bool, ``foreground``'s shape), largest component first.
-
-    Components (``config.connectivity``-connected) smaller than ``config.min_component_voxels``
-    are dropped, at most ``config.max_components`` are kept, and each is dilated by an ellipsoid
-    of radius ``config.dilation_mm`` (11 voxels across at 1.99 mm).
-    """
+def roi_candidates(foreground: np.ndarray, config: RoiRule) -> tuple[np.ndarray, list[int]]:
+    """The ``config.connectivity``-connected components of ``foreground`` (an id per voxel, 0
+    outside) and the ids of those of at least ``config.min_component_voxels``, largest first:
+    what the ROI rule may cut ROIs from, before it keeps at most ``config.max_components``."""
     components, count = cc3d.connected_components(
         np.asarray(foreground, dtype=bool), connectivity=config.connectivity, return_N=True
     )
-    if count == 0:
-        return []
     sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
     order = [int(i) + 1 for i in np.argsort(-sizes, kind="stable")]
-    order = [label for label in order if sizes[label - 1] >= config.min_component_voxels]
+    return components, [label for label in order if sizes[label - 1] >= config.min_component_voxels]
+
+
+def dilated_components(
+    components: np.ndarray, candidates: list[int], spacing_mm: float, config: RoiRule
+) -> list[np.ndarray]:
+    """ROI masks (bool, ``components``' shape), largest first: the first
+    ``config.max_components`` of ``candidates`` (ids in ``components``, ``roi_candidates``), each
+    dilated by an ellipsoid of radius ``config.dilation_mm`` (11 voxels across at 1.99 mm)."""
     boxes = ndi.find_objects(components)
     element = ellipsoid_element(spacing_mm, config.dilation_mm)
     return [
         _dilated_component(components, label, boxes[label - 1], element)
-        for label in order[: config.max_components]
+        for label in candidates[: config.max_components]
     ]
 
 

@@ -3,6 +3,7 @@
 ```
 MODEL/plan.json                     the plan the model was trained with (sparsekits.plan)
 MODEL/<role>/fold_<K>/              a model folder (sparsekits.models.io): config.json + weights
+MODEL/training_volumes.json         volumes its training cases span (sparsekits.training_volumes)
 ```
 
 ``<role>`` is a stage of the plan's method (``roi``, ``fine`` for sscn-twostage). Each fold's
@@ -19,6 +20,7 @@ config; read with their implied plan, ``sscn_twostage.legacy_plan``).
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -27,8 +29,12 @@ from sparsekits.fileio import write_json_atomic
 from sparsekits.layout import FOLD_PREFIX, PLAN_FILE, legacy_stage_dir, stage_dir
 from sparsekits.models.io import CONFIG_FILE, read_config, save_model_folder
 from sparsekits.plan import Plan, input_difference
+from sparsekits.training_volumes import RUN_KEY, volume_ranges, write_ranges
 
 RUN_MODEL = "model"  # a training run's best weights: RUN/model/
+# A model's fingerprint is this many hex digits of a SHA-256 (64 bits): short enough to read in
+# a report, far too many for two models to share by chance.
+FINGERPRINT_DIGITS = 16
 
 
 def fold_record(fold_path: Path) -> tuple[Plan, str, int]:
@@ -119,7 +125,8 @@ def read_plan(model_dir: str | Path) -> Plan:
 
 
 def assemble_model(runs: list[str | Path], out: str | Path) -> Path:
-    """MODEL folder ``out`` from training run folders (each holding RUN/model/)."""
+    """MODEL folder ``out`` from training run folders (each holding RUN/model/), with the
+    union of the volume ranges the runs recorded (none when any run recorded none)."""
     out = Path(out)
     found: dict[tuple[str, int], tuple[Path, Plan]] = {}
     for run in map(Path, runs):
@@ -152,4 +159,25 @@ def assemble_model(runs: list[str | Path], out: str | Path) -> Path:
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(path, target)
     write_json_atomic(out / PLAN_FILE, plan.to_dict())
+    runs_ranges = [
+        read_config(path / CONFIG_FILE)["extra"].get(RUN_KEY) for path, _ in found.values()
+    ]
+    write_ranges(out, volume_ranges(runs_ranges))
     return out
+
+
+def model_fingerprint(model_dir: Path, plan: Plan, folds: dict[str, list[int]]) -> str:
+    """A short name for the networks a prediction ran: the SHA-256 of MODEL/plan.json and the
+    config.json of each fold in ``folds`` (role -> folds; each config pins its weights by their
+    SHA-256, checked when they load), its first ``FINGERPRINT_DIGITS`` hex digits."""
+    model_dir = Path(model_dir)
+    paths = [model_dir / PLAN_FILE] + [
+        fold_path(model_dir, role, fold, plan) / CONFIG_FILE
+        for role, numbers in folds.items()
+        for fold in numbers
+    ]
+    digest = hashlib.sha256()
+    for path in paths:
+        if path.is_file():  # a model written before plans has no plan.json
+            digest.update(str(path.relative_to(model_dir)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:FINGERPRINT_DIGITS]

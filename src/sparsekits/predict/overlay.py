@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -28,6 +29,9 @@ from nibabel.orientations import (
 from sparsekits.fileio import atomic_path
 from sparsekits.predict.report import SIDES, split_sides
 from sparsekits.regions import LABEL_NAMES
+
+if TYPE_CHECKING:
+    from sparsekits.data.body import Body
 
 DPI = 100
 
@@ -113,9 +117,12 @@ def _render(rgb: np.ndarray, extent_mm, title: str, letters, path: Path, config)
     return path
 
 
-def _slice_indices(labels_ras: np.ndarray, affine_ras: np.ndarray) -> dict[str, np.ndarray]:
-    """RAS voxel index of each side's kidney centroid; {'': centre} when no kidney is found."""
-    split = split_sides(labels_ras, affine_ras)
+def _slice_indices(
+    labels_ras: np.ndarray, affine_ras: np.ndarray, body: Body | None
+) -> dict[str, np.ndarray]:
+    """RAS voxel index of each side's kidney centroid (sides as the report splits them);
+    {'': centre} when no kidney is found."""
+    split = split_sides(labels_ras, affine_ras, body)
     inverse = np.linalg.inv(affine_ras)
     last = np.array(labels_ras.shape) - 1
     targets = {}
@@ -134,11 +141,13 @@ def write_overlays(
     out_prefix: Path,
     window: tuple[float, float] = (-160, 240),
     config: OverlayConfig = OVERLAY_CONFIG,
+    body: Body | None = None,
 ) -> list[Path]:
     """Write PREFIX_{right,left}_{axial,coronal}.png (or PREFIX_{axial,coronal}.png, noted as
     mid-volume slices, when no kidney is labelled); return the paths written.
 
-    ``ct`` (HU) and ``labels`` share one grid, ``affine`` maps it to RAS mm.
+    ``ct`` (HU) and ``labels`` share one grid, ``affine`` maps it to RAS mm; sides are split at
+    ``body``'s midline (``sparsekits.predict.report``).
     """
     if ct.shape != labels.shape:
         raise ValueError(f"CT shape {ct.shape} differs from labels {labels.shape}")
@@ -147,7 +156,7 @@ def write_overlays(
     spacing = np.linalg.norm(affine_ras[:3, :3], axis=0)
     out_prefix = Path(out_prefix)
     paths = []
-    for side, index in _slice_indices(labels_ras, affine_ras).items():
+    for side, index in _slice_indices(labels_ras, affine_ras, body).items():
         for plane, (fixed_axis, *letters) in _PLANES.items():
             shown = [axis for axis in range(3) if axis != fixed_axis]  # (x, y) or (x, z)
             extent_mm = tuple(float(labels_ras.shape[a] * spacing[a]) for a in shown)

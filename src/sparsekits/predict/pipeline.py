@@ -1,8 +1,11 @@
 """Prediction of CT scans, one input or a folder of them, with any method's model folder.
 
 read -> the method's predictor (``sparsekits.methods``; the model folder's plan says which
-method, and every setting comes from that plan) -> label NIfTI with the input's exact shape and
-affine, volume report, optional ROI mask, probabilities and overlays, each written atomically.
+method, and every setting comes from that plan) -> plausibility checks
+(``sparsekits.predict.plausibility``) -> label NIfTI with the input's exact shape and affine,
+volume report (with the checks' warnings and what ran: model, fingerprint, folds, TTA, device,
+date), optional ROI mask, probabilities and overlays, each written atomically; then each
+warning printed, one line each.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +42,8 @@ from sparsekits.timing import timed
 
 if TYPE_CHECKING:
     from sparsekits.data.datasets import Case
+    from sparsekits.predict.report import Measures
+    from sparsekits.training_volumes import Ranges
 
 
 @dataclass
@@ -123,30 +129,44 @@ def predict_file(
     overlay: bool = False,
     summary: PredictSummary | None = None,
 ) -> CasePrediction:
-    """Predict one input and write its label map, report and optional extras."""
+    """Predict one input, check it, write its label map, report and optional extras, then print
+    its warnings."""
+    from sparsekits.data.body import find_body
     from sparsekits.data.io import read_image, thick_slice_warning, write_label_map
+    from sparsekits.predict.plausibility import case_warnings, tta_warnings
+    from sparsekits.predict.report import measure_labels
+    from sparsekits.training_volumes import read_ranges
 
     start = time.perf_counter()
     image = read_image(source)
     read_s = time.perf_counter() - start
-    thick = thick_slice_warning(image.grid)
-    if thick:
-        _warn(source, thick, summary)
     case = predictor.predict_image(image, save_probabilities)
     case.timings = {"read": read_s, **case.timings}
+    with timed(case.timings, "checks"):
+        body = find_body(image.array, image.grid)
+        measures = measure_labels(case.labels, case.grid.affine, body)
+        ranges = read_ranges(predictor.model_dir)
+        found = [
+            thick_slice_warning(image.grid),
+            *tta_warnings(predictor.plan, predictor.tta),
+            None if case.rois else "no kidney found; wrote an empty label map",
+            *case_warnings(measures, body, case, predictor.plan, ranges),
+        ]
+        warnings = [warning for warning in found if warning]
     with all_or_none() as written:  # a case's outputs are all there, or none is
         with timed(case.timings, "write"):
             written.append(write_label_map(destination, case.labels, case.grid))
             if save_probabilities:
                 written += write_probabilities(destination, case)
-        if not case.rois:
-            _warn(source, "no kidney found; wrote an empty label map", summary)
-        written.append(_write_report(source, destination, case, predictor.plan))
+        report = sidecar(destination, REPORT_SUFFIX)
+        written.append(_write_report(source, report, case, predictor, measures, ranges, warnings))
         if overlay:
             from sparsekits.predict.overlay import write_overlays
 
             prefix = sidecar(destination, "")
-            written += write_overlays(image.array, case.labels, case.grid.affine, prefix)
+            written += write_overlays(image.array, case.labels, case.grid.affine, prefix, body=body)
+    for warning in warnings:
+        _warn(source, warning, summary)
     if summary is not None:
         summary.outputs[str(source)] = destination
     return case
@@ -177,7 +197,16 @@ def write_probabilities(destination: Path, case: CasePrediction) -> list[Path]:
     return [mask, probabilities]
 
 
-def _write_report(source: Path, destination: Path, case: CasePrediction, plan) -> Path:
+def _write_report(
+    source: Path,
+    path: Path,
+    case: CasePrediction,
+    predictor: Predictor,
+    measures: Measures,
+    ranges: Ranges | None,
+    warnings: list[str],
+) -> Path:
+    from sparsekits.models.bundle import model_fingerprint
     from sparsekits.predict.report import volume_report, write_report
 
     rois = [
@@ -186,18 +215,30 @@ def _write_report(source: Path, destination: Path, case: CasePrediction, plan) -
             "voxel_box": roi.voxel_box,
             "world_box_mm": roi.world_box,
             "fine_voxels": roi.n_voxels,
+            "edge_voxels": roi.edge_voxels,
             "timings_s": roi.timings,
         }
         for roi in case.rois
     ]
+    plan, model_dir = predictor.plan, predictor.model_dir
     extra = {
         "input": source,
         "first_stage_voxels": case.first_stage_voxels,
+        "roi_candidates": case.roi_candidates,
         "method": plan.method,
         "plan": plan.to_dict(),
+        "model": {
+            "path": model_dir.resolve(),
+            "fingerprint": model_fingerprint(model_dir, plan, predictor.folds),
+            "folds": predictor.folds,
+            "training_volumes_ml": ranges,
+        },
+        "tta": predictor.tta,
+        "device": predictor.device,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "warnings": warnings,
     }
-    report = volume_report(case.labels, case.grid.affine, rois, case.timings, extra)
-    return write_report(sidecar(destination, REPORT_SUFFIX), report)
+    return write_report(path, volume_report(measures, rois, case.timings, extra))
 
 
 def discover_inputs(path: Path) -> tuple[list[Case], bool]:

@@ -3,21 +3,28 @@
 Sides. The foreground (labels > 0) is split into 26-connected components. A component of at
 least ``SideConfig.min_component_ml`` is assigned to the patient's right when its centroid's world
 x is greater than the midline, else to the left: NIfTI world coordinates are RAS+, where x grows
-toward the patient's Right (DICOM's LPS+ is the opposite). The midline is the
-world x of the image's own centre: a label map carries no body outline, and scanners centre the
-patient. Smaller components (stray voxels, fragments near the midline) take the side of the
-nearest large component, so that a speck cannot land on the wrong side by the midline alone;
-with no large component they fall back to the midline rule. World coordinates come from the
-affine, so the sides do not depend on how the array is stored (RAS, LPS, IPL, ...).
+toward the patient's Right (DICOM's LPS+ is the opposite). The midline is the body's
+(``sparsekits.data.body``: the world x of the centroid of the largest region denser than air),
+so a patient lying off the scanner's centre keeps their sides; without a body (a label map
+alone) it is the world x of the image's own centre. Smaller components (stray voxels, fragments
+near the midline) take the side of the nearest large component, so that a speck cannot land on
+the wrong side by the midline alone; with no large component they fall back to the midline
+rule. World coordinates come from the affine, so the sides do not depend on how the array is
+stored (RAS, LPS, IPL, ...).
 
 Lesions are the 26-connected components of tumour (label 2) and of cyst (label 3), counted
 separately; a lesion lies inside one foreground component and takes its side.
+
+``measure_labels`` measures a label map once (``Measures``); the report and the plausibility
+checks (``sparsekits.predict.plausibility``) both read it. Reported volumes are rounded to
+``VOLUME_DECIMALS``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cc3d
 import numpy as np
@@ -25,9 +32,15 @@ import numpy as np
 from sparsekits.fileio import write_json_atomic
 from sparsekits.regions import LABEL_NAMES
 
+if TYPE_CHECKING:
+    from sparsekits.data.body import Body
+
 SIDES = ("right", "left")
 LABELS = (1, 2, 3)  # kidney, tumor, cyst
 LESION_LABELS = (2, 3)
+# Volumes are reported to 0.01 mL: a scan's outline is uncertain by a voxel layer (a kidney's
+# surface layer at 0.8 mm is several mL), so more digits would only look precise.
+VOLUME_DECIMALS = 2
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,7 @@ class SideSplit:
     voxel_counts: np.ndarray  # voxel count of component id k + 1
     centroids_mm: np.ndarray  # [K, 3] world (RAS) centroid of component id k + 1
     midline_x_mm: float
+    midline_of: str  # "body" or "image centre" (see the module docstring)
 
     def side_centroid_mm(self, side: str) -> np.ndarray | None:
         """Voxel-weighted world centroid of all components on ``side`` (None if it has none)."""
@@ -97,16 +111,23 @@ def _assign_sides(
 
 
 def split_sides(
-    labels: np.ndarray, affine: np.ndarray, config: SideConfig = SIDE_CONFIG
+    labels: np.ndarray,
+    affine: np.ndarray,
+    body: Body | None = None,
+    config: SideConfig = SIDE_CONFIG,
 ) -> SideSplit:
     """Foreground components of ``labels`` and the patient side of each (see module docstring)."""
-    centre = (np.array(labels.shape, dtype=float) - 1) / 2
-    midline_x_mm = float(_to_world(affine, centre)[0])
+    if body is None:
+        centre = (np.array(labels.shape, dtype=float) - 1) / 2
+        midline_x_mm, midline_of = float(_to_world(affine, centre)[0]), "image centre"
+    else:
+        midline_x_mm, midline_of = body.midline_x_mm, "body"
     box = foreground_box(labels > 0)
     if box is None:
         box = (slice(0, 0),) * labels.ndim
         empty = np.zeros((0,) * labels.ndim, dtype=np.uint16)
-        return SideSplit(box, empty, (), np.zeros(0, np.int64), np.zeros((0, 3)), midline_x_mm)
+        counts, centroids = np.zeros(0, np.int64), np.zeros((0, 3))
+        return SideSplit(box, empty, (), counts, centroids, midline_x_mm, midline_of)
     components = cc3d.connected_components(labels[box] > 0, connectivity=config.connectivity)
     stats = cc3d.statistics(components)
     counts = np.asarray(stats["voxel_counts"][1:], dtype=np.int64)
@@ -114,7 +135,7 @@ def split_sides(
     centroids_mm = _to_world(affine, np.asarray(stats["centroids"][1:], dtype=float) + offset)
     volumes = counts * voxel_volume_ml(affine)
     sides = _assign_sides(centroids_mm, volumes, midline_x_mm, config.min_component_ml)
-    return SideSplit(box, components, sides, counts, centroids_mm, midline_x_mm)
+    return SideSplit(box, components, sides, counts, centroids_mm, midline_x_mm, midline_of)
 
 
 def _side_of_ids(split: SideSplit) -> np.ndarray:
@@ -138,51 +159,104 @@ def _volumes_ml(labels: np.ndarray, split: SideSplit, voxel_ml: float) -> dict:
     return volumes
 
 
-def _lesion_counts(labels: np.ndarray, split: SideSplit, config: SideConfig) -> dict:
+@dataclass(frozen=True)
+class Lesions:
+    """The lesions (26-connected components) of one lesion label: each one's side and size."""
+
+    sides: tuple[str, ...]
+    voxel_counts: np.ndarray
+
+
+@dataclass(frozen=True)
+class Measures:
+    """What a label map holds, measured once: its components by side, the volumes (mL, not
+    rounded) per side and in total, and the lesions of each kind."""
+
+    split: SideSplit
+    voxel_ml: float
+    volumes_ml: dict  # {right, left, total} -> {kidney, tumor, cyst, total}
+    lesions: dict[str, Lesions]  # tumor, cyst
+    config: SideConfig
+
+
+def measure_labels(
+    labels: np.ndarray,
+    affine: np.ndarray,
+    body: Body | None = None,
+    config: SideConfig = SIDE_CONFIG,
+) -> Measures:
+    """Measure ``labels`` on a grid of ``affine`` (voxel -> RAS mm), its sides split at
+    ``body``'s midline (the image centre's without one)."""
+    voxel_ml = voxel_volume_ml(affine)
+    split = split_sides(labels, affine, body, config)
+    volumes = _volumes_ml(labels, split, voxel_ml)
+    return Measures(split, voxel_ml, volumes, _lesions(labels, split, config), config)
+
+
+def _lesions(labels: np.ndarray, split: SideSplit, config: SideConfig) -> dict[str, Lesions]:
+    if not split.sides:
+        return {LABEL_NAMES[label]: Lesions((), np.zeros(0, np.int64)) for label in LESION_LABELS}
     side_of = _side_of_ids(split)
-    counts = {side: {LABEL_NAMES[k]: 0 for k in LESION_LABELS} for side in SIDES}
     crop = labels[split.box]
-    for label in LESION_LABELS if split.sides else ():
+    found = {}
+    for label in LESION_LABELS:
         lesions = cc3d.connected_components(crop == label, connectivity=config.connectivity)
         inside = lesions > 0
-        # Each lesion lies in exactly one foreground component: one (lesion, component) pair.
+        # Each lesion lies in exactly one foreground component: one (lesion, component) pair,
+        # in lesion order.
         pairs = np.unique(np.stack([lesions[inside], split.components[inside]]), axis=1)
-        for component_id in pairs[1]:
-            counts[side_of[component_id]][LABEL_NAMES[label]] += 1
+        sizes = np.bincount(lesions[inside], minlength=pairs.shape[1] + 1)[1:]
+        found[LABEL_NAMES[label]] = Lesions(tuple(side_of[pairs[1]]), sizes)
+    return found
+
+
+def _lesion_counts(lesions: dict[str, Lesions]) -> dict:
+    counts = {
+        side: {name: found.sides.count(side) for name, found in lesions.items()} for side in SIDES
+    }
     counts["total"] = {k: counts["right"][k] + counts["left"][k] for k in counts["right"]}
     return counts
 
 
+def _rounded(volumes: dict) -> dict:
+    return {
+        key: _rounded(value) if isinstance(value, dict) else round(value, VOLUME_DECIMALS)
+        for key, value in volumes.items()
+    }
+
+
 def volume_report(
-    labels: np.ndarray,
-    grid_affine: np.ndarray,
+    measures: Measures,
     roi_boxes: list[dict] | None,
     timings: dict[str, float],
     extra: dict | None = None,
-    config: SideConfig = SIDE_CONFIG,
 ) -> dict:
-    """The JSON-ready report of one label map on its grid (``grid_affine``: voxel -> RAS mm).
+    """The JSON-ready report of one measured label map (``measure_labels``).
 
-    Keys: sparsekits_version, kidney_found, volumes_ml and lesion_counts (each {right, left,
-    total}), voxel_volume_ml, side_assignment (midline and components), roi_boxes, timings_s,
-    then ``extra``'s keys.
+    Keys: sparsekits_version, kidney_found, volumes_ml (rounded to ``VOLUME_DECIMALS``) and
+    lesion_counts (each {right, left, total}), voxel_volume_ml, side_assignment (midline and
+    components), roi_boxes, timings_s, then ``extra``'s keys.
     """
-    voxel_ml = voxel_volume_ml(grid_affine)
-    split = split_sides(labels, grid_affine, config)
     from sparsekits import __version__
 
+    split = measures.split
     report = {
         "sparsekits_version": __version__,
         "kidney_found": bool(split.sides),
-        "volumes_ml": _volumes_ml(labels, split, voxel_ml),
-        "lesion_counts": _lesion_counts(labels, split, config),
-        "voxel_volume_ml": voxel_ml,
+        "volumes_ml": _rounded(measures.volumes_ml),
+        "lesion_counts": _lesion_counts(measures.lesions),
+        "voxel_volume_ml": measures.voxel_ml,
         "side_assignment": {
-            "rule": "component centroid world x vs image centre (RAS+: +x is patient's right); "
-            f"components under {config.min_component_ml} mL join the nearest large component",
+            "rule": f"component centroid world x vs the {split.midline_of}'s midline (RAS+: +x "
+            "is the patient's right); components under "
+            f"{measures.config.min_component_ml} mL join the nearest large component",
             "midline_x_mm": split.midline_x_mm,
             "components": [
-                {"side": side, "volume_ml": float(count) * voxel_ml, "centroid_mm": centroid}
+                {
+                    "side": side,
+                    "volume_ml": round(float(count) * measures.voxel_ml, VOLUME_DECIMALS),
+                    "centroid_mm": centroid,
+                }
                 for side, count, centroid in zip(
                     split.sides, split.voxel_counts, split.centroids_mm.tolist(), strict=True
                 )

@@ -33,6 +33,7 @@ from sparsekits.layout import CACHE_MANIFEST
 from sparsekits.plan import Augmentation, Plan, StagePlan
 from sparsekits.regions import REGION_NAMES, labels_to_regions
 from sparsekits.train.augment import Crop, augment_crop
+from sparsekits.training_volumes import CASE_KEY
 
 MASS = REGION_NAMES.index("mass")
 LESION_LABELS = (2, 3)  # tumour, cyst
@@ -187,6 +188,8 @@ class CacheIndex:
     files: dict[str, list[Path]]  # this stage's sample files per case (stage 2: one per ROI)
     plan: Plan  # the plan the cache was made with
     with_mass: frozenset[Path]  # the sample files whose kept voxels include a tumour or cyst
+    # each case's ground-truth volumes (sparsekits.training_volumes); None in older caches
+    volumes: dict[str, dict | None]
 
     def paths_of(self, cases: list[str]) -> list[Path]:
         """The sample files of ``cases``: all ROIs of a case go wherever the case goes."""
@@ -227,7 +230,8 @@ def read_cache(cache: Path, stage: str | int) -> CacheIndex:
         for item in found
         if _holds_mass(cache / item["file"], item)
     )
-    return CacheIndex(manifest_path, sorted(entries), files, plan, with_mass)
+    volumes = {case: entry.get(CASE_KEY) for case, entry in entries.items()}
+    return CacheIndex(manifest_path, sorted(entries), files, plan, with_mass, volumes)
 
 
 def _manifest_plan(manifest: dict) -> Plan:

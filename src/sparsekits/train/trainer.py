@@ -71,6 +71,7 @@ from sparsekits.train.samples import (
     rank_draws,
     read_cache,
 )
+from sparsekits.training_volumes import RUN_KEY, volume_ranges
 
 LAST = "checkpoint_last.pt"
 BEST = "checkpoint_best.pt"
@@ -171,6 +172,7 @@ class _Trainer:
 
         self.task = get_method(self.plan.method).training_task(self.plan, self.role)
         self.split = self._fold_split(index.cases)
+        self.volume_ranges = volume_ranges([index.volumes[case] for case in self.split["train"]])
         train_paths = index.paths_of(self.split["train"])
         val_paths = index.paths_of(self.split["val"])
         if not train_paths or not val_paths:
@@ -474,7 +476,8 @@ class _Trainer:
 
     def _model_extra(self, row: dict) -> dict:
         """What the model folder records besides weights: the plan (this stage's network and
-        recipe as trained), stage and fold, and how the model scored."""
+        recipe as trained), stage and fold, how the model scored, and the volumes its training
+        cases' ground truth spans (sparsekits.training_volumes)."""
         return {
             "plan": self.plan.to_dict(),
             "stage": self.role,
@@ -484,6 +487,7 @@ class _Trainer:
             "val_dice": {name: row[f"val_dice_{name}"] for name in self.task.class_names},
             "seed": self.config.seed,
             "cases": self.split,
+            RUN_KEY: self.volume_ranges,
         }
 
     def _result(self, row: dict, completed: bool) -> TrainResult:

@@ -34,11 +34,12 @@ class Coarse2FinePredictor:
         folds: str | Sequence[int] = "all",
         tta: bool = False,
     ):
-        self.plan = plan
+        self.plan, self.model_dir, self.tta = plan, Path(model_dir), tta
         self.nets = {
             role: load_stage_networks(model_dir, role, folds, device, plan) for role in plan.roles
         }
-        self.tta = tta
+        self.folds = {role: nets.folds for role, nets in self.nets.items()}
+        self.device = str(self.nets[plan.roles[0]].device)
         # Benchmarks with random weights set this: ``hook(coarse view) -> bool mask`` replaces
         # the coarse networks' kidneys (they still run, so timings stay honest).
         self.foreground_hook: Foreground | None = None
@@ -49,9 +50,8 @@ class Coarse2FinePredictor:
             chain = walk(image, self.plan, self._coarse_kidney)
         labels = np.zeros(image.grid.shape, np.uint8, order="F")
         if chain.fine_grid is None:
-            return CasePrediction(
-                labels, image.grid, [], timings, _empty(keep_probabilities, image)
-            )
+            empty = _empty(keep_probabilities, image)
+            return CasePrediction(labels, image.grid, [], timings, empty, 0, chain.candidates)
         roi_timings: dict[str, float] = {}
         with timed(roi_timings, "view"):
             view = chain.fine_view()
@@ -71,15 +71,21 @@ class Coarse2FinePredictor:
             lo, hi = image.grid.box_covering(view.grid)
             box = tuple((int(b), int(e)) for b, e in zip(lo, hi, strict=True))
             sub = image.grid.crop(lo, hi)
-            labels[tuple(slice(b, e) for b, e in box)] = resample(fine, view.grid, sub, order=0)
+            mapped = resample(fine, view.grid, sub, order=0)
+            labels[tuple(slice(b, e) for b, e in box)] = mapped
         world_box = tuple(corner.round(2).tolist() for corner in view.grid.world_bounds())
-        roi = RoiPrediction(0, view.grid, box, world_box, int(region.sum()), roi_timings)
+        edge_voxels = _edge_voxels(mapped, box, image.grid.shape)
+        roi = RoiPrediction(
+            0, view.grid, box, world_box, int(region.sum()), roi_timings, edge_voxels
+        )
         if keep_probabilities:
             roi.coords = np.argwhere(region).astype(np.int32)
             roi.probabilities = probabilities[:, region].T.astype(np.float32)
         timings["fine"] = sum(roi_timings.values())
         roi_mask = _roi_mask(image.grid, box) if keep_probabilities else None
-        return CasePrediction(labels, image.grid, [roi], timings, roi_mask, chain.coarse.hu.size)
+        return CasePrediction(
+            labels, image.grid, [roi], timings, roi_mask, chain.coarse.hu.size, chain.candidates
+        )
 
     def _coarse_kidney(self, view: DenseView) -> np.ndarray:
         kidney = self._probabilities("coarse", view).argmax(0) > 0
@@ -118,6 +124,17 @@ def largest_components(mask: np.ndarray, count: int) -> np.ndarray:
         return mask
     sizes = np.bincount(components.ravel(), minlength=found + 1)[1:]
     return np.isin(components, np.argsort(-sizes, kind="stable")[:count] + 1)
+
+
+def _edge_voxels(labels: np.ndarray, box, shape: tuple[int, ...]) -> int:
+    """Predicted voxels (``labels`` > 0 on the fine box ``box`` of an input grid of ``shape``)
+    on the box's faces; a face where the scan ends is none."""
+    faces = np.zeros(labels.shape, bool)
+    for axis, (begin, end) in enumerate(box):
+        for face, scan_ends in ((0, begin == 0), (-1, end == shape[axis])):
+            if not scan_ends:
+                faces[(slice(None),) * axis + (face,)] = True
+    return int(np.count_nonzero(faces & (labels > 0)))
 
 
 def _roi_mask(grid: Grid, box) -> np.ndarray:

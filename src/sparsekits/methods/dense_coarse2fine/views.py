@@ -16,12 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import cc3d
 import numpy as np
 
 from sparsekits.data.geometry import Grid, canonical_grid, resample
 from sparsekits.data.io import Image
-from sparsekits.data.roi import ellipsoid_element
+from sparsekits.data.roi import ellipsoid_element, roi_candidates
 from sparsekits.data.stage_view import resample_hu
 from sparsekits.plan import Plan, RoiRule
 
@@ -49,31 +48,28 @@ def coarse_view(image: Image, plan: Plan) -> DenseView:
     return stage_view(image, canonical_grid(image.grid, shape=plan.stage("coarse").shape))
 
 
-def roi_grid(image: Image, view: DenseView, kidney: np.ndarray, plan: Plan) -> Grid | None:
+def roi_grid(
+    image: Image, view: DenseView, kidney: np.ndarray, plan: Plan
+) -> tuple[Grid | None, int]:
     """The fine stages' grid over the kidney components of ``kidney`` (bool on ``view.grid``),
-    None when there is none."""
-    box = kidney_box(kidney, view.grid, plan.roi)
+    None when there is none; and how many components the ROI rule found (``roi_candidates``)."""
+    components, candidates = roi_candidates(kidney, plan.roi)
+    box = kidney_box(components, candidates[: plan.roi.max_components], view.grid, plan.roi)
     if box is None:
-        return None
+        return None, len(candidates)
     lo, hi = image.grid.box_covering(view.grid.crop(*box))
     source_box = image.grid.crop(lo, hi)
-    return canonical_grid(source_box, shape=plan.stage("kidney").shape)
+    return canonical_grid(source_box, shape=plan.stage("kidney").shape), len(candidates)
 
 
-def kidney_box(mask: np.ndarray, grid: Grid, rule: RoiRule) -> tuple[np.ndarray, np.ndarray] | None:
-    """Index box (lo, hi) on ``grid`` of the ``rule.max_components`` largest components of
-    ``mask`` (those of at least ``rule.min_component_voxels``), grown by ``rule.dilation_mm``."""
-    components, count = cc3d.connected_components(
-        np.asarray(mask, bool), connectivity=rule.connectivity, return_N=True
-    )
-    if count == 0:
+def kidney_box(
+    components: np.ndarray, kept: list[int], grid: Grid, rule: RoiRule
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Index box (lo, hi) on ``grid`` of the components ``kept`` (ids in ``components``), grown
+    by ``rule.dilation_mm``; None when none is kept."""
+    if not kept:
         return None
-    sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
-    keep = [i + 1 for i in np.argsort(-sizes) if sizes[i] >= rule.min_component_voxels]
-    keep = keep[: rule.max_components]
-    if not keep:
-        return None
-    present = np.argwhere(np.isin(components, keep))
+    present = np.argwhere(np.isin(components, kept))
     grow = np.ceil(rule.dilation_mm / np.asarray(grid.spacing)).astype(int)
     lo = np.maximum(present.min(axis=0) - grow, 0)
     hi = np.minimum(present.max(axis=0) + 1 + grow, grid.shape)
@@ -98,6 +94,7 @@ class Chain:
     plan: Plan
     coarse: DenseView
     fine_grid: Grid | None
+    candidates: int  # kidney components the ROI rule found, before it kept at most its maximum
 
     def fine_view(self) -> DenseView:
         return stage_view(self.image, self.fine_grid)
@@ -105,4 +102,4 @@ class Chain:
 
 def walk(image: Image, plan: Plan, foreground: Foreground, view: DenseView | None = None) -> Chain:
     view = coarse_view(image, plan) if view is None else view
-    return Chain(image, plan, view, roi_grid(image, view, foreground(view), plan))
+    return Chain(image, plan, view, *roi_grid(image, view, foreground(view), plan))

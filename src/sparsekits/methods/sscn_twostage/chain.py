@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparsekits.data.io import Image
-from sparsekits.data.roi import extract_roi_components
+from sparsekits.data.roi import dilated_components, roi_candidates
 from sparsekits.data.sample import Sample
 from sparsekits.data.sparsify import kept_fraction
 from sparsekits.data.stage_view import StageView, mask_foreground, stage1_view, stage2_view
@@ -32,6 +32,7 @@ class Chain:
     plan: Plan
     roi_view: StageView
     components: list[np.ndarray]  # bool on roi_view.grid, dilated
+    candidates: int  # components the ROI rule found, before it kept at most its maximum
 
     def fine_view(self, index: int) -> StageView:
         return stage2_view(
@@ -52,9 +53,9 @@ def walk(image: Image, plan: Plan, foreground: Foreground, view: StageView | Non
     """The chain of ``image``: ROI components of ``foreground(roi view)`` (``view``: the roi
     view when the caller built it already)."""
     view = roi_view(image, plan) if view is None else view
-    mask = np.asarray(foreground(view), dtype=bool)
-    components = extract_roi_components(mask, plan.stage("roi").spacing_mm, plan.roi)
-    return Chain(image, plan, view, components)
+    labels, candidates = roi_candidates(foreground(view), plan.roi)
+    components = dilated_components(labels, candidates, plan.stage("roi").spacing_mm, plan.roi)
+    return Chain(image, plan, view, components, len(candidates))
 
 
 def case_samples(

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import scipy.ndimage as ndi
 
 from sparsekits.data.geometry import Grid, resample
 from sparsekits.data.io import Image
@@ -51,10 +52,11 @@ class TwoStagePredictor:
         folds: str | Sequence[int] = "all",
         tta: bool = False,
     ):
-        self.plan = plan
+        self.plan, self.model_dir, self.tta = plan, Path(model_dir), tta
         self.roi_nets = load_stage_networks(model_dir, "roi", folds, device, plan)
         self.fine_nets = load_stage_networks(model_dir, "fine", folds, device, plan)
-        self.tta = tta
+        self.folds = {"roi": self.roi_nets.folds, "fine": self.fine_nets.folds}
+        self.device = str(self.fine_nets.device)
         # Benchmarks with random weights set this: ``hook(roi view) -> bool mask`` replaces the
         # roi networks' foreground (the networks still run, so timings stay honest).
         self.foreground_hook: Foreground | None = None
@@ -78,13 +80,17 @@ class TwoStagePredictor:
             labels = np.zeros(image.grid.shape, np.uint8, order=NIFTI_ORDER)
             box = _union_box([roi.voxel_box for roi in rois])
             if box is not None:
-                _paint(labels[_slices(box)], bits)
-                drop_small_components(
-                    labels[_slices(box)], _sub_grid(image.grid, box), self.plan.min_component_ml
-                )
+                merged, merged_grid = labels[_slices(box)], _sub_grid(image.grid, box)
+                _paint(merged, bits)
+                drop_small_components(merged, merged_grid, self.plan.min_component_ml)
+                edges = _edge_voxels(merged, merged_grid, chain)
+                for roi, edge_voxels in zip(rois, edges, strict=True):
+                    roi.edge_voxels = edge_voxels
             roi_mask = _roi_mask(chain, rois) if keep_probabilities else None
         timings["stage2"] = sum(sum(roi.timings.values()) for roi in rois)
-        return CasePrediction(labels, image.grid, rois, timings, roi_mask, len(probabilities))
+        return CasePrediction(
+            labels, image.grid, rois, timings, roi_mask, len(probabilities), chain.candidates
+        )
 
     def _fine(self, chain: Chain, keep_probabilities: bool):
         """The fine stage on every ROI; the ROIs and the merged region bits on their union box."""
@@ -140,6 +146,22 @@ def _network_foreground(probabilities: np.ndarray, rule: RoiRule) -> Foreground:
         return mask
 
     return foreground
+
+
+def _edge_voxels(labels: np.ndarray, grid: Grid, chain: Chain) -> list[int]:
+    """Per ROI: the voxels of the roi grid on the outer layer of its component that the
+    prediction (``labels`` > 0 on ``grid``, a box of the input grid, sampled at their centres)
+    reaches, outside every ROI's interior (another ROI covers what lies there). The roi grid's
+    own border is no edge: the scan, or the body box beyond which nothing is kept, ends there."""
+    roi_grid = chain.roi_view.grid
+    predicted = resample((labels > 0).astype(np.uint8), grid, roi_grid, order=0) > 0
+    # A component's interior: its voxels whose face neighbours are all in it (or off the grid).
+    interiors = [ndi.binary_erosion(component, border_value=1) for component in chain.components]
+    uncovered = predicted & ~np.any(interiors, axis=0)
+    return [
+        int(np.count_nonzero(component & ~interior & uncovered))
+        for component, interior in zip(chain.components, interiors, strict=True)
+    ]
 
 
 def _roi_probability(probabilities: np.ndarray, rule: RoiRule) -> np.ndarray:
