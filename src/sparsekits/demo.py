@@ -1,9 +1,9 @@
 """The end-to-end demo of a method: phantoms, then ``sparsekits.experiment.run_experiment``
 (preprocess -> train every stage -> assemble -> predict -> evaluate) and a report.
 
-``sparsekits demo --out DIR [--method NAME]`` needs no data; with sscn-twostage it is sized for
-5 minutes on a quiet 2-core CPU (a slow day stays under 10). Each method has a ``demo`` and a
-``demo-quick`` preset (its networks and recipes for the demo):
+``sparsekits demo --out DIR [--method NAME]`` needs no data; with sscn-twostage it aims at 5
+minutes on a quiet 2-core CPU and takes 7-8 today (BENCHMARKS.md, "The end-to-end demo"). Each
+method has a ``demo`` and a ``demo-quick`` preset (its networks and recipes for the demo):
 
 ```
 DIR/data/        training phantoms (KiTS23 layout); fold 0 holds some out for validation
@@ -74,11 +74,12 @@ class DemoConfig:
     loader_workers: int = 1  # DataLoader processes that augment while the network trains
 
 
-# The full demo, sized for 5 minutes on a quiet 2-core CPU with sscn-twostage. Phantoms cost
-# seconds and training steps do not grow with them, so the networks see many anatomies: with 48
-# training phantoms instead of 12 (same steps), held-out (24 phantoms) ROI recall of the masses
-# rose from 0.57 to 0.81, of the kidneys from 0.91 to 0.96, and Dice from 0.755 / 0.350 / 0.327
-# to 0.788 / 0.462 / 0.427 (kidney_and_mass / masses / tumour; BENCHMARKS.md "demo").
+# The full demo, aimed at 5 minutes on a quiet 2-core CPU with sscn-twostage (7-8 today).
+# Phantoms cost seconds and training steps do not grow with them, so the networks see many
+# anatomies: with 48 training phantoms instead of 12 (same steps), held-out (24 phantoms) ROI
+# recall of the masses rose from 0.57 to 0.81, of the kidneys from 0.91 to 0.96, and Dice from
+# 0.755 / 0.350 / 0.327 to 0.788 / 0.462 / 0.427 (kidney_and_mass / masses / tumour; one seed;
+# BENCHMARKS.md, "Stage 1 and the ROIs that hold the masses").
 FULL = DemoConfig(train_cases=48, test_cases=6, phantom_shape=(96, 72, 64), preset="demo")
 # For the end-to-end test: every step runs, nothing is trained long enough to be good (an
 # untrained first stage may call the whole field of view one ROI, hence a small one). Six cases:
