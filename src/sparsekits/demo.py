@@ -34,22 +34,19 @@ from sparsekits.phantoms.tissues import R
 from sparsekits.plan import Plan
 
 # The demo's phantoms, chosen so that a CPU learns them in minutes:
-# - Kidneys 0.7x the default size: a fine-stage ROI (kidney dilated by 10 mm, at 0.78 mm) shrinks
-#   from about 650 k to about 250 k sparse voxels. Tumours keep KiTS23's numbers and their size
-#   relative to the kidney (0.7x KiTS23's diameters); cysts keep KiTS23's diameters (at 0.7x
-#   most fell under 0.5 mL: cysts held 5 % of the mass volume, against KiTS23's 15 %).
+# - Kidneys 0.6x the default (KiTS23's) size: a fine-stage ROI (kidney dilated by 10 mm, at
+#   0.78 mm) shrinks from about 800 k to about 250 k sparse voxels. Tumours keep KiTS23's numbers
+#   and their size relative to the kidney (0.6x KiTS23's diameters); cysts keep KiTS23's
+#   diameters (scaled, most fell under 0.5 mL: cysts held 5 % of the mass volume, against
+#   KiTS23's 15 %).
 # - The arterial phase (KiTS's own: the cortex stands out from liver, spleen and muscle, so stage 1
 #   finds kidneys fast), hypo-enhancing (papillary) tumours and simple cysts: masses that differ
 #   from the parenchyma in HU. Clear-cell RCC (most of KiTS23) enhances like the cortex and must
 #   be told apart by texture and shape: a network does not learn that in minutes (BENCHMARKS.md,
 #   "recipes" and "learning").
-KIDNEY_SCALE = 0.7
+KIDNEY_SCALE = 0.6
 SMALL_KIDNEYS = dataclasses.replace(
-    DEFAULT_PHANTOM.with_phase("arterial"),
-    kidney_length_mm=(70.0, 85.0),
-    kidney_width_mm=(36.0, 44.0),
-    kidney_thickness_mm=(28.0, 34.0),
-    tumours=DEFAULT_PHANTOM.tumours.scaled(KIDNEY_SCALE),
+    DEFAULT_PHANTOM.with_phase("arterial").with_kidneys_scaled(KIDNEY_SCALE),
     kidney=dataclasses.replace(
         DEFAULT_PHANTOM.kidney,
         tumour_subtypes={R.PAPILLARY: 1.0},

@@ -3,6 +3,7 @@ writing the KiTS23 layout, and phantoms built around real KiTS23 label maps."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cc3d
@@ -284,3 +285,44 @@ def test_cli_builds_a_body_around_real_kits23_labels(tmp_path, shared_data: Path
     assert hu.dtype == np.int16
     assert hu[labels == 1].mean() > 120  # contrast-enhanced (the default phases)
     assert (hu > -500).mean() > 0.5  # a body fills most of this crop around the kidneys
+
+
+def one_large_embedded_tumour(mass_effect: tuple[float, float], count: int = 1):
+    """DEFAULT with exactly ``count`` 80 mm tumours (about 270 mL, more than a kidney), deep in a
+    kidney, no cysts, and the given mass effect."""
+    return dataclasses.replace(
+        DEFAULT,
+        both_kidneys_p=0.0,
+        tumours=dataclasses.replace(
+            DEFAULT.tumours, count_p=(0.0,) * count + (1.0,), diameter_limits_mm=(80.0, 80.0)
+        ),
+        cysts=dataclasses.replace(DEFAULT.cysts, count_p=(1.0,)),
+        exophytic_p=0.0,
+        mass_effect=mass_effect,
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_tumour_pushes_the_parenchyma_aside_instead_of_swallowing_it(seed):
+    voxel_ml = np.prod(SPACING) / 1000
+
+    def parenchyma_ml(config) -> float:
+        return float((make_phantom(seed, config=config).labels == 1).sum() * voxel_ml)
+
+    untouched = parenchyma_ml(one_large_embedded_tumour((1.0, 1.0), count=0))
+    pushed = parenchyma_ml(one_large_embedded_tumour((1.0, 1.0)))
+    replaced = parenchyma_ml(one_large_embedded_tumour((0.0, 0.0)))
+    # Volume-conserving: the kidney keeps nearly all its parenchyma around the tumour (a little
+    # goes under the tumour's rough surface) ...
+    assert pushed == pytest.approx(untouched, rel=0.15)
+    # ... where replacing it leaves a fraction.
+    assert replaced < 0.6 * untouched
+
+
+def test_scaled_kidneys_keep_their_tumours_in_proportion():
+    small = DEFAULT.with_kidneys_scaled(0.5)
+    assert small.kidney_length_mm == pytest.approx(np.multiply(DEFAULT.kidney_length_mm, 0.5))
+    assert small.tumours.median_diameter_mm() == pytest.approx(
+        DEFAULT.tumours.median_diameter_mm() * 0.5
+    )
+    assert small.cysts == DEFAULT.cysts
