@@ -103,6 +103,7 @@ def _train(args: argparse.Namespace) -> int:
             seed=args.seed,
             num_workers=args.workers,
             val_every=args.val_every,
+            val_samples=args.val_samples,
             checkpoint_every=args.checkpoint_every,
             stop_after_steps=args.stop_after_steps,
         )
@@ -148,6 +149,22 @@ def _demo(args: argparse.Namespace) -> int:
     from sparsekits.demo import run_demo
 
     run_demo(args.out, quick=args.quick, method=args.method)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from sparsekits.compare import parse_models, run_compare
+
+    run_compare(
+        args.out,
+        tuple(args.methods),
+        budget_min=args.budget_min,
+        models=parse_models(args.model),
+        quick=args.quick,
+        seed=args.seed,
+        device=args.device,
+    )
+    print(f"compare: report -> {args.out / 'compare.md'}")
     return 0
 
 
@@ -232,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--workers", type=int, default=2, help="data-loading processes per rank")
     p.add_argument("--val-every", type=int, default=1, help="epochs between validations")
+    p.add_argument(
+        "--val-samples",
+        type=int,
+        help="validate on at most this many samples, spread over the fold's (default: all)",
+    )
     p.add_argument("--checkpoint-every", type=int, default=50, help="optimiser steps between saves")
     p.add_argument(
         "--stop-after-steps", type=int, default=None, help="stop (resumable) after N steps"
@@ -292,6 +314,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=method_names(), default=DEFAULT_METHOD)
     p.add_argument("--quick", action="store_true", help="a shrunken run that checks every step")
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser(
+        "compare", help="methods side by side: train, predict and score on the same phantoms"
+    )
+    p.add_argument("--out", type=Path, default=Path("compare_out"))
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        choices=method_names(),
+        default=list(method_names()),
+        help="methods to compare (default: all)",
+    )
+    p.add_argument(
+        "--budget-min",
+        type=float,
+        default=15.0,
+        help="training minutes of all methods together on a quiet 2-core machine (default 15): "
+        "scales each method's demo preset",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="METHOD=FOLDER",
+        help="a trained model folder for METHOD (not trained here); repeatable",
+    )
+    p.add_argument("--seed", type=int, default=0, help="phantoms and training draws (default 0)")
+    p.add_argument("--device", default="cpu", help=_DEVICE_HELP)
+    p.add_argument("--quick", action="store_true", help="a shrunken run that checks every step")
+    p.set_defaults(func=_compare)
 
     p = sub.add_parser("benchmark", help="sparse vs dense twin vs nnU-Net sliding window")
     p.add_argument("--input", type=Path, required=True)

@@ -27,7 +27,7 @@ from sparsekits.plan import Plan, Recipe, check_same_input
 from sparsekits.regions import REGION_NAMES
 from sparsekits.train.checkpoint import load_checkpoint
 from sparsekits.train.runlog import LOG_COLUMNS
-from sparsekits.train.trainer import TrainConfig, train
+from sparsekits.train.trainer import TrainConfig, spread, train
 from sparsekits.training_volumes import RUN_KEY
 
 # 2 epochs of 6 samples, 2 per optimiser step: 3 steps an epoch, a checkpoint after each step.
@@ -239,3 +239,18 @@ def test_training_loss_halves_on_tiny_phantoms(tiny_cache, tmp_path):
     assert not train(config).completed
     losses = [float(row["train_loss"]) for row in _log_rows(config.out)]
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_validation_subsets_are_spread_over_the_fold():
+    assert spread(5, None) == [0, 1, 2, 3, 4]
+    assert spread(5, 9) == [0, 1, 2, 3, 4]
+    assert spread(19, 4) == [0, 6, 12, 18]  # first and last included, evenly between
+    assert len(spread(100, 8)) == 8
+
+
+def test_a_validation_subset_of_one_sample_is_what_the_log_scores(tiny_cache, tmp_path):
+    run = train(TrainConfig(data=tiny_cache, out=tmp_path / "run", val_samples=1, **RUN))
+    log = _log_rows(run.run_dir)
+    assert log and all(row["val_loss"] != "" for row in log)
+    with pytest.raises(ValueError, match="val_samples"):
+        train(TrainConfig(data=tiny_cache, out=tmp_path / "bad", val_samples=0, **RUN))

@@ -95,6 +95,9 @@ class TrainConfig:
     seed: int = 42
     num_workers: int = 2  # DataLoader processes that load, augment and sparsify samples
     val_every: int = 1  # epochs between validations (the last epoch is always validated)
+    # At most this many validation samples, spread evenly over the fold's (None: all). Short
+    # runs validate often on few samples, as nnU-Net validates on a fixed number of batches.
+    val_samples: int | None = None
     checkpoint_every: int = 50  # optimiser steps between mid-epoch saves of checkpoint_last
     stop_after_steps: int | None = None  # end early (checkpoint saved) e.g. for job time limits
 
@@ -184,6 +187,7 @@ class _Trainer:
         self.train_set = self.task.dataset(train_paths, train=True)
         self.lesion_indices = [i for i, path in enumerate(train_paths) if path in index.with_mass]
         self.val_set = self.task.dataset(val_paths, train=False)
+        self.val_indices = spread(len(self.val_set), config.val_samples)
         self.samples_per_epoch = recipe.samples_per_epoch or len(self.train_set)
         self.local_accumulation = recipe.accumulation // context.world_size
         self.local_samples = per_rank_samples(self.samples_per_epoch, context.world_size)
@@ -413,7 +417,7 @@ class _Trainer:
         losses = torch.zeros(2, dtype=torch.float64)  # loss sum, sample count
         counts = self._zero_counts()
         context = self.context
-        for index in range(context.rank, len(self.val_set), context.world_size):
+        for index in self.val_indices[context.rank :: context.world_size]:
             item = self.val_set[Draw(index, (0, 0, 0))]
             inputs, targets = self.task.batch(item, context.device)
             with self._autocast():
@@ -524,6 +528,15 @@ def _check_config(config: TrainConfig, recipe: Recipe, context: DistContext) -> 
     for name in ("val_every", "checkpoint_every"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be at least 1")
+    if config.val_samples is not None and config.val_samples < 1:
+        raise ValueError("val_samples must be at least 1")
+
+
+def spread(count: int, at_most: int | None) -> list[int]:
+    """Indices of at most ``at_most`` of ``count`` items, evenly spread (all when None)."""
+    if at_most is None or at_most >= count:
+        return list(range(count))
+    return sorted({int(i) for i in np.linspace(0, count - 1, at_most).round()})
 
 
 def _seed_everything(seed: int) -> None:
