@@ -326,3 +326,18 @@ def test_scaled_kidneys_keep_their_tumours_in_proportion():
         DEFAULT.tumours.median_diameter_mm() * 0.5
     )
     assert small.cysts == DEFAULT.cysts
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_view_on_the_kidneys_centres_them_front_to_back(seed):
+    shape = (96, 80, 64)  # x, y, z: a view narrower than the body, as the demo's
+
+    def kidneys_y_from_centre(view: str) -> float:
+        labels = make_phantom(seed, shape=shape, config=dataclasses.replace(DEFAULT, view=view))
+        y_mm = np.argwhere(labels.labels > 0)[:, 1] * SPACING[1]
+        return float(y_mm.mean() - (shape[1] - 1) * SPACING[1] / 2)
+
+    assert abs(kidneys_y_from_centre("kidneys")) < 15
+    assert kidneys_y_from_centre("body") < -25  # the kidneys lie in the body's back half
+    with pytest.raises(ValueError, match="view"):
+        dataclasses.replace(DEFAULT, view="head")

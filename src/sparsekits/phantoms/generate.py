@@ -53,6 +53,9 @@ from sparsekits.phantoms.tissues import BODY_TISSUES, LABELLED_TISSUES, PHASES, 
 RAS = ("R", "A", "S")
 
 
+VIEWS = ("body", "kidneys")
+
+
 @dataclass(frozen=True)
 class PhantomConfig:
     """Grid, contrast phase and the distribution of the synthetic kidneys, tumours and cysts."""
@@ -90,10 +93,16 @@ class PhantomConfig:
     mass_effect: tuple[float, float] = (0.5, 1.0)
     body: BodyConfig = field(default_factory=BodyConfig)
     kidney: KidneyConfig = field(default_factory=KidneyConfig)
+    # What the field of view centres on, front to back: the "body" (a whole trunk's scan) or the
+    # "kidneys" (a view cropped to the kidneys, as the demo's, which cut off the kidneys' backs
+    # when centred on the body).
+    view: str = "body"
 
     def __post_init__(self) -> None:
         for phase in self.phase_p:
             check_phase(phase)
+        if self.view not in VIEWS:
+            raise ValueError(f"view must be one of {VIEWS}, not {self.view!r}")
 
     def draw_phase(self, rng: np.random.Generator) -> str:
         phases = list(self.phase_p)
@@ -491,7 +500,7 @@ def _synthetic_case(shape, spacing, orientation: str, config: PhantomConfig, rng
     anatomy = dataclasses.replace(
         anatomy,
         midline_x=float(extent[0] / 2 + rng.normal(0, 6)),
-        spine_y=float(extent[1] / 2 - anatomy.body_centre_y + rng.normal(0, 4)),
+        spine_y=float(extent[1] / 2 + _view_offset_y(config, anatomy) + rng.normal(0, 4)),
         kidney_z=float(extent[2] * rng.uniform(0.42, 0.55)),
     )
     labels_ras = np.zeros(shape, np.uint8)
@@ -502,6 +511,19 @@ def _synthetic_case(shape, spacing, orientation: str, config: PhantomConfig, rng
     labels, affine = _reoriented(labels_ras, affine_ras, orientation)
     info["anatomy"] = anatomy
     return labels, affine, info
+
+
+# How far (mm, front to back) kidney centres lie behind the spine's reference point: behind the
+# vertebral bodies.
+KIDNEY_BEHIND_SPINE_MM = (6.0, 20.0)
+
+
+def _view_offset_y(config: PhantomConfig, anatomy: Anatomy) -> float:
+    """Where the spine lies (mm, front to back) from the field of view's centre: the body's
+    centre in the middle of the view, or the kidneys' (``config.view``)."""
+    if config.view == "kidneys":
+        return float(np.mean(KIDNEY_BEHIND_SPINE_MM))
+    return -anatomy.body_centre_y
 
 
 def _paint_kidneys(labels, spacing, anatomy: Anatomy, config: PhantomConfig, rng) -> dict:
@@ -545,7 +567,7 @@ def _draw_kidney(side: int, anchors: np.ndarray, config: PhantomConfig, rng):
     """(centre, axes, radii) of the kidney on ``side`` (1 right, -1 left), in mm."""
     offset = (
         side * rng.uniform(62, 76),
-        rng.uniform(-20, -6),  # kidney centres lie behind the vertebral bodies
+        -rng.uniform(*KIDNEY_BEHIND_SPINE_MM),
         -side * 8 + rng.normal(0, 8),  # the right kidney sits a little lower
     )
     radii = np.array(
