@@ -61,7 +61,61 @@ class HuWindow:
         return {"rule": self.rule, "low": self.low, "high": self.high}
 
 
-SPARSIFY_RULES: dict[str, type] = {HuWindow.rule: HuWindow}
+PER_VOLUME, PER_SLICE = "volume", "slice"
+
+
+@dataclass(frozen=True)
+class TopPercent:
+    """Keep the ``percent`` % brightest voxels (seed 002's point cloud): of the whole volume
+    (``per="volume"``), or of each axial slice (``per="slice"``: each z slice of a canonical
+    grid). Exactly ``round(percent / 100 * voxels)`` are kept; among voxels of equal HU at the
+    cut, the first in C order win, so the cache and the predictor keep the same ones."""
+
+    percent: float
+    per: str = PER_VOLUME
+    rule: ClassVar[str] = "top_percent"
+
+    def keep(self, hu):
+        """Boolean mask of the kept voxels of a numpy array (slices along its last axis)."""
+        import numpy as np
+
+        hu = np.asarray(hu)
+        if self.per == PER_VOLUME:
+            return _top_count(hu.ravel(), self.percent).reshape(hu.shape)
+        keep = np.zeros(hu.shape, bool)
+        for z in range(hu.shape[-1]):
+            keep[..., z] = _top_count(hu[..., z].ravel(), self.percent).reshape(hu.shape[:-1])
+        return keep
+
+    def problems(self) -> list[str]:
+        problems = []
+        if not 0 < self.percent <= 100:
+            problems.append(f"top_percent: percent must lie in (0, 100], not {self.percent}")
+        if self.per not in (PER_VOLUME, PER_SLICE):
+            problems.append(f"top_percent: per must be {PER_VOLUME!r} or {PER_SLICE!r}")
+        return problems
+
+    def to_dict(self) -> dict:
+        return {"rule": self.rule, "percent": self.percent, "per": self.per}
+
+
+def _top_count(values, percent: float):
+    """Mask of the ``round(percent / 100 * len(values))`` largest ``values`` (1-D), ties at the
+    cut broken by position: O(N) with a partition, no sort."""
+    import numpy as np
+
+    count = round(percent / 100.0 * len(values))
+    keep = np.zeros(len(values), bool)
+    if count == 0:
+        return keep
+    cut = np.partition(values, len(values) - count)[len(values) - count]
+    keep = values > cut
+    ties = np.flatnonzero(values == cut)[: count - int(keep.sum())]
+    keep[ties] = True
+    return keep
+
+
+SPARSIFY_RULES: dict[str, type] = {HuWindow.rule: HuWindow, TopPercent.rule: TopPercent}
 
 
 @dataclass(frozen=True)
@@ -264,7 +318,7 @@ class StagePlan:
 
     role: str
     spacing_mm: float | None
-    sparsify: HuWindow | None
+    sparsify: HuWindow | TopPercent | None
     normalise: ZScore | ClipScale
     crop_margin_vox: tuple[int, int, int] = (0, 0, 0)
     body_crop: bool = False  # crop the grid to the body (the box of voxels denser than air)
@@ -323,6 +377,29 @@ def _ruled(values: dict | None, rules: dict[str, type], default: str | None):
     return rule(**values)
 
 
+HULLS = ("slice", "3d")
+
+
+@dataclass(frozen=True)
+class HullFill:
+    """How labelled points become a label map (seed 002's post-processing): per class, DBSCAN
+    clusters of the points (``eps_mm``, ``min_points``; points in no cluster are dropped), each
+    cluster's convex hull filled with its class, per axial slice (``hull="slice"``, the seed's)
+    or in 3D (``"3d"``)."""
+
+    eps_mm: float = 5.0
+    min_points: int = 5
+    hull: str = "slice"
+
+    def problems(self) -> list[str]:
+        problems = []
+        if not self.eps_mm > 0 or not _positive_int(self.min_points):
+            problems.append("fill: eps_mm must be positive and min_points a positive int")
+        if self.hull not in HULLS:
+            problems.append(f"fill: hull must be one of {HULLS}, not {self.hull!r}")
+        return problems
+
+
 ROI_REGIONS = ("max", "kidney_and_mass")
 
 
@@ -366,6 +443,8 @@ class Plan:
     # of tumour and of cyst smaller than these volumes (mL) are dropped (kidney) or become
     # kidney (lesions). Zero keeps every component.
     min_component_ml: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # Points -> label map (methods that label points: sscn-pointcloud); None for the others.
+    fill: HullFill | None = None
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -377,9 +456,11 @@ class Plan:
         its method says of it."""
         from sparsekits.methods import get_method
 
-        problems = [*self.roi.problems()]
+        problems = [*self.roi.problems(), *(self.fill.problems() if self.fill else [])]
         for stage in self.stages:
             problems += [f"stage {stage.role}: {problem}" for problem in stage.recipe.problems()]
+            if isinstance(stage.sparsify, TopPercent):
+                problems += [f"stage {stage.role}: {p}" for p in stage.sparsify.problems()]
         if not 0 < self.region_threshold < 1:
             problems.append("region_threshold must lie in (0, 1)")
         if len(self.min_component_ml) != 3 or min(self.min_component_ml) < 0:
@@ -456,7 +537,7 @@ class Plan:
             "roi": dataclasses.asdict(self.roi),
             "region_threshold": self.region_threshold,
             "min_component_ml": list(self.min_component_ml),
-        }
+        } | ({} if self.fill is None else {"fill": dataclasses.asdict(self.fill)})
 
     @classmethod
     def from_dict(cls, values: dict) -> Plan:
@@ -482,6 +563,7 @@ class Plan:
             roi=RoiRule(**values["roi"]),
             region_threshold=float(values["region_threshold"]),
             min_component_ml=tuple(values.get("min_component_ml", (0.0, 0.0, 0.0))),
+            fill=HullFill(**values["fill"]) if values.get("fill") is not None else None,
         )
 
     def save(self, path: str | Path) -> Path:

@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from training_steps import step_losses
 
 from cli_runner import run_cli
 from sparsekits.data.datasets import Case
@@ -111,16 +112,9 @@ def test_the_training_step_learns_a_sample(samples):
     torch.manual_seed(0)
     net = build_model(stage.network)
     item = task.dataset([samples["kidney"][1]], train=True)[Draw(0, (0, 0, 0))]
-    inputs, targets = task.batch(item, torch.device("cpu"))
-    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(8):
-        loss = task.loss(task.outputs(net, net(inputs)), targets)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
+    losses = step_losses(task, net, item, steps=8)
     assert losses[-1] < losses[0]
+    inputs, targets = task.batch(item, torch.device("cpu"))
     counts = task.counts(net(inputs), targets)
     assert counts.shape == (3, 1) and counts[2, 0] == (targets > 0).sum()
 

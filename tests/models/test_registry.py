@@ -60,6 +60,8 @@ BUILT = {
     "sparse-convnext-unet": "SparseConvNeXtUNet",
     "dense-convnext-unet": "DenseConvNeXtUNet",
     "dense-resunet": "DynUNet",
+    "sparse-scn-unet": "SparseScnUNet",
+    "dense-scn-unet": "DenseScnUNet",
 }
 TWINNED = sorted(key for key, entry in ARCHITECTURES.items() if entry.twin is not None)
 
@@ -70,7 +72,8 @@ def test_twins_share_the_config_class_and_the_state_dict(key):
     twin = get_architecture(entry.twin)
     assert twin.twin == key and twin.dense != entry.dense
     assert twin.config_class == entry.config_class
-    config = ModelConfig(architecture=key, **TINY)
+    config_class = entry.load_config_class()
+    config = config_class(architecture=key, **(TINY if config_class is ModelConfig else {}))
     assert shapes(entry.build(config)) == shapes(twin.build(config))
 
 
@@ -86,7 +89,10 @@ def test_dense_builds_the_dense_twin_which_keeps_the_config():
 
 
 def test_unknown_architecture_is_refused_with_the_known_keys():
-    known = r"\['dense-convnext-unet', 'dense-resunet', 'sparse-convnext-unet'\]"
+    known = (
+        r"\['dense-convnext-unet', 'dense-resunet', 'dense-scn-unet', 'sparse-convnext-unet', "
+        r"'sparse-scn-unet'\]"
+    )
     with pytest.raises(ValueError, match=rf"unknown architecture 'resnet' \(known: {known}\)"):
         network_config_from_dict({**OLD_SMALL, "name": "custom", "architecture": "resnet"})
     with pytest.raises(ValueError, match="invalid model config: unknown architecture 'resnet'"):

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 METHODS: dict[str, str] = {
     "sscn-twostage": "sparsekits.methods.sscn_twostage",
     "dense-coarse2fine": "sparsekits.methods.dense_coarse2fine",
+    "sscn-pointcloud": "sparsekits.methods.sscn_pointcloud",
 }
 DEFAULT_METHOD = "sscn-twostage"
 

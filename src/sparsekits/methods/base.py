@@ -71,6 +71,20 @@ class Method(ABC):
                 )
         return problems
 
+    @staticmethod
+    def class_problems(plan: Plan, classes: dict[str, int]) -> list[str]:
+        """What is wrong with the softmax stages ``classes`` (role -> number of classes): each
+        network needs that many outputs, and its recipe's class_weights (if any) one each."""
+        problems = []
+        for role, count in classes.items():
+            stage = plan.stage(role)
+            if stage.network.out_channels != count:
+                problems.append(f"stage {role}: the network needs {count} output channels")
+            weights = stage.recipe.class_weights
+            if weights is not None and len(weights) != count:
+                problems.append(f"stage {role}: class_weights needs {count} values")
+        return problems
+
     def stage_input(self, plan: Plan, role: str) -> dict:
         """What the cached samples of stage ``role`` depend on (a cache redoes a case when it
         changes): by default that stage's input and every earlier stage's, and the ROI rule."""

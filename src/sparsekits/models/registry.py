@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 SPARSE_CONVNEXT_UNET = "sparse-convnext-unet"
 DENSE_CONVNEXT_UNET = "dense-convnext-unet"
 DENSE_RESUNET = "dense-resunet"
+SPARSE_SCN_UNET = "sparse-scn-unet"
+DENSE_SCN_UNET = "dense-scn-unet"
 # What a network config means without a key: everything written before the key existed.
 DEFAULT_ARCHITECTURE = SPARSE_CONVNEXT_UNET
 
@@ -79,6 +81,20 @@ ARCHITECTURES: dict[str, Architecture] = {
             builder="sparsekits.models.resunet:build_resunet",
             dense=True,
         ),
+        Architecture(
+            key=SPARSE_SCN_UNET,
+            config_class="sparsekits.models.scn_unet:ScnUNetConfig",
+            builder="sparsekits.models.scn_unet:SparseScnUNet.from_config",
+            dense=False,
+            twin=DENSE_SCN_UNET,
+        ),
+        Architecture(
+            key=DENSE_SCN_UNET,
+            config_class="sparsekits.models.scn_unet:ScnUNetConfig",
+            builder="sparsekits.models.scn_unet:DenseScnUNet.from_config",
+            dense=True,
+            twin=SPARSE_SCN_UNET,
+        ),
     )
 }
 
@@ -103,6 +119,18 @@ def build_network(config: Any, dense: bool = False) -> nn.Module:
     """A fresh network of ``config.architecture``, or that architecture's dense twin."""
     entry = get_architecture(config.architecture)
     return (entry.dense_twin() if dense else entry).build(config)
+
+
+def config_from_dict(config_class: type, values: dict, what: str) -> Any:
+    """``config_class(**values)``, refusing unknown and missing keys (ValueError naming them):
+    the ``from_dict`` of the plain network configs."""
+    from dataclasses import fields
+
+    known = {field.name for field in fields(config_class)}
+    unknown, missing = sorted(set(values) - known), sorted(known - set(values))
+    if unknown or missing:
+        raise ValueError(f"{what} config keys: unknown {unknown}, missing {missing}")
+    return config_class(**values)
 
 
 def _resolve(reference: str) -> Any:

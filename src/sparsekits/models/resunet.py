@@ -10,9 +10,9 @@ as ``.config``, which model folders record.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
-from sparsekits.models.registry import DENSE_RESUNET, get_architecture
+from sparsekits.models.registry import DENSE_RESUNET, config_from_dict, get_architecture
 
 Size = int | tuple[int, int, int]
 
@@ -65,11 +65,7 @@ class ResUNetConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> ResUNetConfig:
-        known = {field.name for field in fields(cls)}
-        unknown, missing = sorted(set(values) - known), sorted(known - set(values))
-        if unknown or missing:
-            raise ValueError(f"ResUNet config keys: unknown {unknown}, missing {missing}")
-        return cls(**values)
+        return config_from_dict(cls, values, "ResUNet")
 
 
 def build_resunet(config: ResUNetConfig):

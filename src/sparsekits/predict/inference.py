@@ -1,8 +1,9 @@
 """One stage's networks on sparse voxels: fold ensembling, mirroring TTA and ROI batching.
 
 Everything here works on sparse samples ``(coords [N, 3] int32, features [N, 1] float32)`` on a
-stage grid and returns sigmoid region probabilities ``[N, 3]`` in the same row order; it knows
-nothing of images, grids or files (pipeline.py does).
+stage grid and returns sigmoid region probabilities ``[N, 3]`` (or, with ``softmax``, class
+probabilities ``[N, classes]``) in the same row order; it knows nothing of images, grids or files
+(pipeline.py does).
 """
 
 from __future__ import annotations
@@ -83,20 +84,42 @@ def load_stage_networks(
     return StageNetworks(stage=plan.stage(role), models=models, folds=wanted, device=device)
 
 
+class PlanNetworks:
+    """Every stage's networks of a model folder (``nets`` by role), loaded once for a run, and
+    what each report records of them: a predictor's base (dense-coarse2fine, sscn-pointcloud)."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        plan: Plan,
+        device: str = "cpu",
+        folds: str | Sequence[int] = "all",
+        tta: bool = False,
+    ):
+        self.plan, self.model_dir, self.tta = plan, Path(model_dir), tta
+        self.nets = {
+            role: load_stage_networks(model_dir, role, folds, device, plan) for role in plan.roles
+        }
+        self.folds = {role: nets.folds for role, nets in self.nets.items()}
+        self.device = str(self.nets[plan.roles[0]].device)
+
+
 def predict_probabilities(
     networks: StageNetworks,
     samples: Sequence[tuple[np.ndarray, np.ndarray]],
     tta: bool = False,
     max_batch_voxels: int = MAX_BATCH_VOXELS,
+    softmax: bool = False,
 ) -> list[np.ndarray]:
-    """Mean sigmoid region probabilities ``[N_i, 3]`` (float32) of each sample.
+    """Mean sigmoid region probabilities ``[N_i, 3]`` (float32) of each sample; with
+    ``softmax``, mean softmax class probabilities ``[N_i, classes]``.
 
     Samples are batched into forward passes of at most ``max_batch_voxels`` voxels (a larger
     sample runs alone). Averages over folds and, with ``tta``, over the 8 mirrorings.
     """
     results: list[np.ndarray | None] = [None] * len(samples)
     for group in batch_groups([len(coords) for coords, _ in samples], max_batch_voxels):
-        probabilities = _predict_batch(networks, [samples[i] for i in group], tta)
+        probabilities = _predict_batch(networks, [samples[i] for i in group], tta, softmax)
         for index, probability in zip(group, probabilities, strict=True):
             results[index] = probability
     return results  # type: ignore[return-value]
@@ -119,11 +142,15 @@ def batch_groups(sizes: Sequence[int], max_voxels: int) -> list[list[int]]:
 # voxels: 2.4-2.8 s a forward pass either way).
 @torch.no_grad()
 def _predict_batch(
-    networks: StageNetworks, samples: Sequence[tuple[np.ndarray, np.ndarray]], tta: bool
+    networks: StageNetworks,
+    samples: Sequence[tuple[np.ndarray, np.ndarray]],
+    tta: bool,
+    softmax: bool = False,
 ) -> list[np.ndarray]:
     sizes = [len(coords) for coords, _ in samples]
+    outputs = networks.stage.network.out_channels
     if sum(sizes) == 0:
-        return [np.zeros((0, 3), np.float32) for _ in samples]
+        return [np.zeros((0, outputs), np.float32) for _ in samples]
     coords = torch.from_numpy(
         np.concatenate(
             [_with_batch_index(sample_coords, b) for b, (sample_coords, _) in enumerate(samples)]
@@ -133,13 +160,14 @@ def _predict_batch(
         np.concatenate([np.asarray(f, np.float32).reshape(-1, 1) for _, f in samples])
     ).to(networks.device)
     mirrorings = MIRROR_AXES if tta else MIRROR_AXES[:1]
-    total = torch.zeros((len(coords), 3), dtype=torch.float32, device=networks.device)
+    total = torch.zeros((len(coords), outputs), dtype=torch.float32, device=networks.device)
+    activation = (lambda x: torch.softmax(x, dim=1)) if softmax else torch.sigmoid
     for axes in mirrorings:
         # One input tensor per mirroring serves every fold, so its kernel maps are built once.
         tensor = SparseTensor(features, _mirror(coords, axes))
         for model in networks.models:
             logits = _finest(model(tensor))
-            total += torch.sigmoid(_rows_of(logits, tensor.coords).float())
+            total += activation(_rows_of(logits, tensor.coords).float())
     mean = (total / (len(mirrorings) * len(networks.models))).cpu().numpy()
     return np.split(mean, np.cumsum(sizes)[:-1])
 

@@ -8,6 +8,7 @@ from sparsekits.sparse.kernel_map import KernelMapCache, KernelMapConfig
 from sparsekits.sparse.modules import (
     PointWise,
     SparseAvgPool3d,
+    SparseBatchNorm,
     SparseConv3d,
     SparseGRN,
     SparseInverseConv3d,
@@ -24,6 +25,7 @@ __all__ = [
     "KernelMapConfig",
     "PointWise",
     "SparseAvgPool3d",
+    "SparseBatchNorm",
     "SparseConv3d",
     "SparseGRN",
     "SparseInverseConv3d",

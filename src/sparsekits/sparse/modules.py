@@ -164,6 +164,19 @@ class SparseLayerNorm(nn.LayerNorm):
         )
 
 
+class SparseBatchNorm(nn.BatchNorm1d):
+    """Batch norm over the ACTIVE voxels of every sample of the batch: BatchNorm1d(C) on the
+    feature rows, parameters and buffers like nn.BatchNorm3d(C). In training, each channel is
+    normalised by the mean and biased variance of the rows, and the running statistics move by
+    ``momentum`` towards the mean and the unbiased variance, as torch's batch norms do; in
+    evaluation the running statistics normalise. It equals nn.BatchNorm3d on a fully occupied
+    grid, and a batch norm whose statistics skip the inactive voxels on a sparse one (zero-filled
+    inactive voxels would pull a dense BatchNorm3d's mean towards 0)."""
+
+    def forward(self, x: SparseTensor) -> SparseTensor:  # type: ignore[override]
+        return x.replace(super().forward(x.features))
+
+
 class SparseGRN(nn.Module):
     """ConvNeXt V2 global response norm per sample, over that sample's active voxels.
 

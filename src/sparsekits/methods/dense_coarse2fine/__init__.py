@@ -53,15 +53,7 @@ class DenseCoarse2Fine(Method):
         for stage in plan.stages:
             if stage.shape is None or stage.sparsify is not None:
                 problems.append(f"stage {stage.role}: a dense stage needs a shape, no sparsify")
-        classes = {"coarse": 2, "kidney": 2, "lesion": 4}
-        for role, count in classes.items():
-            stage = plan.stage(role)
-            if stage.network.out_channels != count:
-                problems.append(f"stage {role}: the network needs {count} output channels")
-            weights = stage.recipe.class_weights
-            if weights is not None and len(weights) != count:
-                problems.append(f"stage {role}: class_weights needs {count} values")
-        return problems
+        return problems + self.class_problems(plan, {"coarse": 2, "kidney": 2, "lesion": 4})
 
     def case_samples(self, case, image, labels, plan, roles):
         from sparsekits.methods.dense_coarse2fine.samples import case_samples

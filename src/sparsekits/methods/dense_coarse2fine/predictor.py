@@ -8,9 +8,6 @@ Every network's softmax is averaged over its folds and, with ``tta``, over the m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-
 import cc3d
 import numpy as np
 import torch
@@ -18,31 +15,16 @@ import torch
 from sparsekits.data.geometry import Grid, resample
 from sparsekits.data.io import Image
 from sparsekits.methods.dense_coarse2fine.views import DenseView, Foreground, region_mask, walk
-from sparsekits.plan import Plan
-from sparsekits.predict.inference import StageNetworks, load_stage_networks
+from sparsekits.predict.inference import PlanNetworks, StageNetworks
 from sparsekits.predict.postprocess import drop_small_components
 from sparsekits.predict.result import CasePrediction, RoiPrediction
 from sparsekits.timing import timed
 
 
-class Coarse2FinePredictor:
-    def __init__(
-        self,
-        model_dir: str | Path,
-        plan: Plan,
-        device: str = "cpu",
-        folds: str | Sequence[int] = "all",
-        tta: bool = False,
-    ):
-        self.plan, self.model_dir, self.tta = plan, Path(model_dir), tta
-        self.nets = {
-            role: load_stage_networks(model_dir, role, folds, device, plan) for role in plan.roles
-        }
-        self.folds = {role: nets.folds for role, nets in self.nets.items()}
-        self.device = str(self.nets[plan.roles[0]].device)
-        # Benchmarks with random weights set this: ``hook(coarse view) -> bool mask`` replaces
-        # the coarse networks' kidneys (they still run, so timings stay honest).
-        self.foreground_hook: Foreground | None = None
+class Coarse2FinePredictor(PlanNetworks):
+    # Benchmarks with random weights set this: ``hook(coarse view) -> bool mask`` replaces the
+    # coarse networks' kidneys (they still run, so timings stay honest).
+    foreground_hook: Foreground | None = None
 
     def predict_image(self, image: Image, keep_probabilities: bool = False) -> CasePrediction:
         timings: dict[str, float] = {}
