@@ -17,9 +17,11 @@ def write_dicom_series(
     skip_slices: tuple[int, ...] = (),
     file_prefix: str | None = None,
     modality: str = "CT",
+    frame_of_reference_uid: str | None = None,
 ):
-    """Write ``hu`` [X, Y, Z] as a DICOM series of ``modality`` with SimpleITK (LPS geometry);
-    return the SimpleITK image it came from."""
+    """Write ``hu`` [X, Y, Z] as a DICOM series of ``modality`` with SimpleITK (LPS geometry),
+    with a FrameOfReferenceUID when given (SimpleITK writes none); return the SimpleITK image it
+    came from."""
     import SimpleITK as sitk
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -43,6 +45,7 @@ def write_dicom_series(
             ("0020|0037", orientation),
             ("0020|0013", str(k + 1)),
             ("0008|0018", f"{series_uid}.{k + 1}"),
+            *([("0020|0052", frame_of_reference_uid)] if frame_of_reference_uid else []),
         ):
             plane.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"{file_prefix or series_uid}-{k:03d}.dcm"))

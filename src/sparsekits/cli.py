@@ -12,8 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from sparsekits.device import DEVICE_CHOICES
 from sparsekits.errors import InputError, one_line
 from sparsekits.fileio import check_folder_creatable, outermost_missing, remove_empty_folders
+from sparsekits.layout import OUTPUT_SUFFIXES
 from sparsekits.methods import DEFAULT_METHOD, method_names
 from sparsekits.models.config import PRESETS
 from sparsekits.phantoms.tissues import PHASES
@@ -124,8 +126,25 @@ def _predict(args: argparse.Namespace) -> int:
         save_probabilities=args.save_probabilities,
         overlay=args.overlay,
         plan=_plan_arg(args),
+        output_types=_flat_unique(args.output_type) if args.output_type else None,
     )
     return 1 if summary.failures else 0
+
+
+def _output_types(text: str) -> list[str]:
+    """``--output-type`` NAME or a comma list of names (layout's OUTPUT_SUFFIXES)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in OUTPUT_SUFFIXES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: choose from {', '.join(OUTPUT_SUFFIXES)} (or a comma list)"
+        )
+    return names
+
+
+def _flat_unique(lists: list[list[str]]) -> tuple[str, ...]:
+    """The names of repeated options' lists, each once, in the order first given."""
+    return tuple(dict.fromkeys(name for names in lists for name in names))
 
 
 def _model_assemble(args: argparse.Namespace) -> int:
@@ -188,7 +207,7 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 # The options that name what a command writes.
 _OUTPUT_OPTIONS = ("out", "output", "json")
-_DEVICE_HELP = "cpu, cuda or cuda:N (refused when this machine has no such device)"
+_DEVICE_HELP = f"{DEVICE_CHOICES}; refused when this machine has no such device (default: cpu)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -244,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     _add_plan_option(p, "default: the cache's plan")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="default: the plan's")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--device", default="cpu", help=_DEVICE_HELP)
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint_last.pt")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--workers", type=int, default=2, help="data-loading processes per rank")
@@ -282,7 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("predict", help="segment CT scans (NIfTI file, DICOM folder or a folder)")
+    p = sub.add_parser(
+        "predict", help="segment CT scans (NIfTI, NRRD, MetaImage file, DICOM folder or a folder)"
+    )
     p.add_argument("-i", "--input", type=Path, required=True)
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--model", type=Path, required=True)
@@ -291,6 +312,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
     p.add_argument("--save-probabilities", action="store_true")
     p.add_argument("--overlay", action="store_true", help="write PNG overlays")
+    p.add_argument(
+        "--output-type",
+        type=_output_types,
+        action="append",
+        metavar="TYPE[,TYPE]",
+        help=f"label maps to write: {', '.join(OUTPUT_SUFFIXES)} (a DICOM-SEG of a DICOM series "
+        "input); repeatable or a comma list (default: the format of -o's file name, else the "
+        "input's, NIfTI for a DICOM series)",
+    )
     _add_plan_option(p, "checked against the model's own plan, which prediction uses")
     p.set_defaults(func=_predict)
 
@@ -392,10 +422,10 @@ def _run(args: argparse.Namespace, outputs: list[Path]) -> int:
     try:
         for path in outputs:
             check_folder_creatable(path.parent)
-        if getattr(args, "device", None) is not None:
+        if getattr(args, "device", None) is not None:  # checked, and auto resolved, up front
             from sparsekits.device import check_device
 
-            check_device(args.device)
+            args.device = check_device(args.device)
         return args.func(args)
     except InputError as error:
         print(f"sparsekits: error: {error}", file=sys.stderr)

@@ -9,6 +9,7 @@ import pytest
 from data_cases import synthetic_case, write_nifti
 
 from dicom_series import write_dicom_series
+from itk_images import write_itk_image
 from sparsekits.data.datasets import Case, find_cases
 from sparsekits.errors import InputError
 
@@ -58,6 +59,21 @@ def test_plain_folder_of_nifti_files_and_dicom_series(tmp_path):
     # One file or one DICOM series folder given directly is one case.
     assert find_cases(tmp_path / "scan_a.nii.gz") == [Case("scan_a", tmp_path / "scan_a.nii.gz")]
     assert find_cases(tmp_path / "patient_c") == [Case("patient_c", tmp_path / "patient_c")]
+
+
+def test_a_plain_folder_holds_nrrd_and_metaimage_files_too(tmp_path):
+    hu, _ = synthetic_case(shape=(8, 8, 4))
+    for name in ("a.nrrd", "b.nhdr", "c.mha", "d.mhd"):
+        write_itk_image(tmp_path / name, hu)
+    # The detached headers' data files beside them are not cases.
+    assert {"b.raw", "d.raw"} <= {p.name for p in tmp_path.iterdir()}
+    assert [(c.case_id, c.image.name) for c in find_cases(tmp_path)] == [
+        ("a", "a.nrrd"),
+        ("b", "b.nhdr"),
+        ("c", "c.mha"),
+        ("d", "d.mhd"),
+    ]
+    assert find_cases(tmp_path / "b.nhdr") == [Case("b", tmp_path / "b.nhdr")]
 
 
 def test_nothing_recognisable_is_a_clear_error(tmp_path):

@@ -1,4 +1,5 @@
-"""Reading NIfTI and DICOM into RAS grids, label maps, and refusing bad input with one line."""
+"""Reading NIfTI, NRRD, MetaImage and DICOM into RAS grids, label maps, and refusing bad input
+with one line."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import SimpleITK as sitk
 from data_cases import LPS_AFFINE, synthetic_case, write_nifti
 
 from dicom_series import write_dicom_series
+from itk_images import ITK_SUFFIXES, write_itk_image
 from sparsekits.data.geometry import Grid
 from sparsekits.data.io import read_image, read_label_map, thick_slice_warning, write_label_map
 from sparsekits.errors import InputError
@@ -276,3 +278,51 @@ def test_a_dicom_series_of_another_modality_is_refused(tmp_path):
     write_dicom_series(tmp_path / "mr", hu, modality="MR")
     with pytest.raises(InputError, match=r"mr: a DICOM series of modality MR, not CT"):
         read_image(tmp_path / "mr")
+
+
+@pytest.mark.parametrize("suffix", ITK_SUFFIXES)
+def test_nrrd_and_metaimage_keep_an_oblique_geometry_both_ways(tmp_path, suffix):
+    hu, labels = synthetic_case(shape=(16, 14, 8))
+    volume = write_itk_image(tmp_path / f"ct{suffix}", hu)
+    image = read_image(tmp_path / f"ct{suffix}")
+    np.testing.assert_array_equal(image.array, hu)
+    # SimpleITK's own NIfTI writer converts LPS to RAS: our affine must agree with it.
+    sitk.WriteImage(volume, str(tmp_path / "reference.nii.gz"))
+    np.testing.assert_allclose(
+        image.grid.affine, nib.load(tmp_path / "reference.nii.gz").affine, atol=1e-5
+    )
+    # A label map written in the single-file form of the format: the input's geometry as
+    # SimpleITK reads it (the spacing and cosines to the last bits of a double, which the RAS
+    # affine's product of the two rounds), and the grid sparsekits reads back.
+    out = write_label_map(
+        tmp_path / f"seg{'.nrrd' if 'rrd' in suffix else '.mha'}", labels, image.grid
+    )
+    written = sitk.ReadImage(str(out))
+    assert written.GetOrigin() == volume.GetOrigin()
+    for get in ("GetSpacing", "GetDirection"):
+        np.testing.assert_allclose(
+            getattr(written, get)(), getattr(volume, get)(), rtol=0, atol=1e-12
+        )
+    assert written.GetPixelID() == sitk.sitkUInt8
+    back = read_label_map(out, like=image)
+    np.testing.assert_array_equal(back.array, labels)
+    np.testing.assert_allclose(back.grid.affine, image.grid.affine, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "name, content, problem",
+    [
+        ("noise.mha", b"not an image at all", "unreadable image file"),
+        ("short.nrrd", None, "unreadable image file"),
+    ],
+)
+def test_a_damaged_nrrd_or_metaimage_is_refused_in_one_line(tmp_path, name, content, problem):
+    path = tmp_path / name
+    if content is None:  # a whole file cut short: its header promises more voxels
+        write_itk_image(path, synthetic_case(shape=(16, 14, 8))[0])
+        path.write_bytes(path.read_bytes()[:-500])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(InputError, match=problem) as refused:
+        read_image(path)
+    assert str(refused.value).startswith(f"{path}: ") and "\n" not in str(refused.value)

@@ -61,7 +61,8 @@ def test_a_batch_killed_midway_is_whole_and_a_rerun_completes_it(tmp_path, model
         cli_command(*command), env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 300
-    while not list(out.glob("*.json")) and process.poll() is None and time.monotonic() < deadline:
+    # A report renamed into place, not its temporary (hidden, which a glob still matches).
+    while not _reports(out) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -77,6 +78,10 @@ def test_a_batch_killed_midway_is_whole_and_a_rerun_completes_it(tmp_path, model
     assert rerun.returncode == 0, rerun.stderr
     assert _whole_outputs(out) == [f"scan{k}" for k in range(BATCH)]
     assert [path.name for path in out.glob(".tmp-*")] == [live.name]
+
+
+def _reports(out: Path) -> list[Path]:
+    return [path for path in out.glob("*.json") if not path.name.startswith(".")]
 
 
 def _whole_outputs(out: Path) -> list[str]:

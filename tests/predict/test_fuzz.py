@@ -17,7 +17,7 @@ from predict_data import affine_for, synthetic_ct
 
 from cli_runner import cli_env
 from sparsekits.data.io import read_image
-from sparsekits.layout import nifti_stem
+from sparsekits.layout import image_stem
 
 CASES = 200
 SEED = 23
@@ -82,13 +82,13 @@ def test_corrupted_inputs_end_in_a_refusal_or_a_prediction_on_their_grid(tmp_pat
     assert set(refused.values()) == {1}  # each refusal once
     predicted = [path for path in inputs if path.name not in refused]
     for path in predicted:
-        written = nib.load(out / f"{nifti_stem(path)}.nii.gz")
+        written = nib.load(out / f"{image_stem(path)}.nii.gz")
         grid = read_image(path).grid
         assert written.shape == grid.shape
         np.testing.assert_allclose(written.affine, grid.affine, atol=1e-4)
-        assert (out / f"{nifti_stem(path)}.json").is_file()
+        assert (out / f"{image_stem(path)}.json").is_file()
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{nifti_stem(path)}{suffix}" for path in predicted for suffix in (".json", ".nii.gz")
+        f"{image_stem(path)}{suffix}" for path in predicted for suffix in (".json", ".nii.gz")
     )
     assert run.returncode == 1
     assert lines[-1] == f"sparsekits predict: {len(refused)} of {CASES} inputs failed"

@@ -9,6 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from predict_data import SMALL_PLAN, affine_for, save_random_model, synthetic_ct, write_nifti
 
 import sparsekits
@@ -222,3 +223,12 @@ def test_stage2_runs_on_the_voxels_inside_roi_and_window(tmp_path, model_dir):
     outside = case.labels.copy()
     outside[predictor_module._slices(roi.voxel_box)] = 0
     assert not outside.any()
+
+
+def test_device_auto_runs_on_the_device_it_picks_and_the_report_says_which(tmp_path, model_dir):
+    source = write_nifti(tmp_path / "scan.nii.gz", synthetic_ct(7), affine_for("RAS"))
+
+    predict(source, tmp_path / "out", model_dir, device="auto")
+
+    picked = "cuda" if torch.cuda.is_available() else "cpu"
+    assert json.loads((tmp_path / "out" / "scan.json").read_text())["device"] == picked

@@ -14,7 +14,8 @@ from predict_data import affine_for, synthetic_ct, write_nifti
 
 from cli_runner import run_cli
 from dicom_series import write_dicom_series
-from sparsekits.layout import nifti_stem
+from itk_images import write_itk_image
+from sparsekits.layout import image_stem
 
 RAS = affine_for("RAS")
 
@@ -51,6 +52,23 @@ BAD_INPUTS = {
         lambda path: write_dicom_series(path, synthetic_ct(1), (2.5, 2.5, 3.0), modality="MR"),
         "a DICOM series of modality MR, not CT",
     ),
+    # NRRD and MetaImage get the same refusals.
+    "nan.nrrd": (
+        lambda path: write_itk_image(path, _with_values(np.nan)),
+        "NaN or infinite voxel values (2 NaN); a CT holds numbers only",
+    ),
+    "pixdim.mha": (
+        lambda path: write_itk_image(path, synthetic_ct(1), spacing=(2.5, 2.5, 1e6)),
+        "implausible voxel spacing 2.5 x 2.5 x 1e+06 mm",
+    ),
+    "slice.nhdr": (
+        lambda path: write_itk_image(path, synthetic_ct(1)[:, :, :1]),
+        "a single slice (shape (24, 20, 1))",
+    ),
+    "noise.mhd": (
+        lambda path: path.write_bytes(b"ObjectType = Image\nNDims = 3\nDimSize = 9 9\n"),
+        "unreadable image file",
+    ),
 }
 
 
@@ -76,7 +94,7 @@ def test_a_batch_refuses_each_bad_input_once_and_goes_on(tmp_path, model_dir, in
     for name, (_, problem) in BAD_INPUTS.items():
         (line,) = [line for line in lines if f"{inputs / name}:" in line]
         assert line.startswith(f"sparsekits: error: {inputs / name}: ") and problem in line
-        assert not list(out.glob(f"{nifti_stem(Path(name))}.*"))
+        assert not list(out.glob(f"{image_stem(Path(name))}.*"))
     assert sorted(path.name for path in out.iterdir()) == [
         "good.json",
         "good.nii.gz",
@@ -94,7 +112,7 @@ def test_a_batch_refuses_each_bad_input_once_and_goes_on(tmp_path, model_dir, in
     )
 
 
-@pytest.mark.parametrize("name", ["nan.nii.gz", "mr"])
+@pytest.mark.parametrize("name", ["nan.nii.gz", "mr", "noise.mhd"])
 def test_a_single_bad_input_is_refused_in_one_line(tmp_path, model_dir, inputs, name):
     out = tmp_path / "out"
 

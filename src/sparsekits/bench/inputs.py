@@ -20,7 +20,7 @@ from sparsekits.data.sample import Sample
 from sparsekits.data.sparsify import box_slices, sparsify
 from sparsekits.data.stage_view import StageView, mask_foreground
 from sparsekits.errors import InputError
-from sparsekits.layout import nifti_stem
+from sparsekits.layout import image_stem
 from sparsekits.methods.sscn_twostage import SSCN_TWOSTAGE
 from sparsekits.methods.sscn_twostage.chain import Chain, roi_view, walk
 from sparsekits.plan import HuWindow, Plan
@@ -72,7 +72,7 @@ class BenchCase:
         kidney = np.isin(labels.array, np.asarray(kidney_labels))
         if not kidney.any():
             raise InputError(labels_path, f"no voxel with a kidney label {list(kidney_labels)}")
-        return cls(nifti_stem(image_path), image, kidney)
+        return cls(image_stem(image_path), image, kidney)
 
     def chain(self, plan: Plan) -> Chain:
         """The scan walked through the stages with ROIs around the kidney mask (as the roi

@@ -2,8 +2,8 @@
 
 - KiTS23: ``case_XXXXX/imaging.nii.gz`` (+ ``segmentation.nii.gz`` when labelled).
 - nnU-Net raw: ``dataset.json``, ``imagesTr/NAME_0000.nii.gz``, ``labelsTr/NAME.nii.gz``.
-- Plain (for prediction): .nii/.nii.gz files and DICOM series subfolders; also one such file or
-  one DICOM series folder given directly.
+- Plain (for prediction): image files (NIfTI, NRRD, MetaImage: layout's IMAGE_SUFFIXES) and
+  DICOM series subfolders; also one such file or one DICOM series folder given directly.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from sparsekits.data.io import is_dicom_file, is_nifti
+from sparsekits.data.io import is_dicom_file, is_image_file
 from sparsekits.errors import InputError
 from sparsekits.layout import (
     KITS_CASE_GLOB,
@@ -23,14 +23,14 @@ from sparsekits.layout import (
     NNUNET_DATASET_JSON,
     NNUNET_IMAGES,
     NNUNET_LABELS,
-    nifti_stem,
+    image_stem,
 )
 
 
 @dataclass(frozen=True)
 class Case:
     case_id: str
-    image: Path  # NIfTI file or DICOM series folder
+    image: Path  # image file (NIfTI, NRRD, MetaImage) or DICOM series folder
     label: Path | None = None
 
 
@@ -46,7 +46,8 @@ def find_cases(path: str | Path) -> list[Case]:
     raise InputError(
         path,
         "no cases found: expected the KiTS23 layout (case_XXXXX/imaging.nii.gz), the nnU-Net "
-        "raw layout (dataset.json, imagesTr/), or NIfTI files / DICOM series folders",
+        "raw layout (dataset.json, imagesTr/), or image files (NIfTI, NRRD, MetaImage) / DICOM "
+        "series folders",
     )
 
 
@@ -80,13 +81,13 @@ def _nnunet_cases(path: Path) -> list[Case]:
 
 def _plain_cases(path: Path) -> list[Case]:
     if path.is_file():
-        return [Case(nifti_stem(path), path)] if is_nifti(path) else []
+        return [Case(image_stem(path), path)] if is_image_file(path) else []
     if _holds_dicom(path):
         return [Case(path.name, path)]
     cases = []
     for entry in path.iterdir():
-        if entry.is_file() and is_nifti(entry) and not entry.name.startswith("."):
-            cases.append(Case(nifti_stem(entry), entry))
+        if entry.is_file() and is_image_file(entry) and not entry.name.startswith("."):
+            cases.append(Case(image_stem(entry), entry))
         elif entry.is_dir() and _holds_dicom(entry):
             cases.append(Case(entry.name, entry))
     return cases

@@ -1,8 +1,10 @@
-"""Reading CT images (NIfTI files, DICOM series folders) and label maps, writing label maps.
+"""Reading CT images (NIfTI, NRRD and MetaImage files, DICOM series folders) and label maps,
+writing label maps (NIfTI, NRRD, MetaImage).
 
-Arrays are in stored voxel order [X, Y, Z] (nibabel's order; DICOM columns, rows, slices) and
-carry their ``Grid`` (affine voxel -> world RAS mm). DICOM geometry, which SimpleITK gives in
-LPS, is converted to RAS so that both sources share one convention.
+Arrays are in stored voxel order [X, Y, Z] (nibabel's and ITK's index order; DICOM columns, rows,
+slices) and carry their ``Grid`` (affine voxel -> world RAS mm). The geometry of DICOM, NRRD and
+MetaImage, which SimpleITK gives in LPS, is converted to RAS so that every source shares one
+convention, and back to LPS when a label map is written through SimpleITK.
 
 Reading refuses, in one line naming the file (``InputError``), what cannot be a CT:
 
@@ -12,9 +14,9 @@ Reading refuses, in one line naming the file (``InputError``), what cannot be a 
   below -500 and are refused; so are values mostly outside ``CT_RANGE_HU`` (HU x 1000, a wrong
   rescale slope), and NaN or infinite values.
 - Geometry (``check_geometry``): a single slice, voxel sizes outside ``SPACING_RANGE_MM``, a field
-  of view larger than ``FIELD_OF_VIEW_MM``, or an affine that is not finite and invertible. A NIfTI
-  header is checked before its voxels are read, and every image before any grid is resampled from
-  it, so a damaged header cannot make prediction allocate without bound.
+  of view larger than ``FIELD_OF_VIEW_MM``, or an affine that is not finite and invertible. A NIfTI,
+  NRRD or MetaImage header is checked before its voxels are read, and every image before any grid
+  is resampled from it, so a damaged header cannot make prediction allocate without bound.
 - DICOM: a series of another modality than CT (``Modality`` tag), missing or duplicated slices,
   slices that disagree on orientation or pixel spacing, damaged files (parsed by pydicom before
   GDCM reads them, see ``_dicom_headers``).
@@ -25,6 +27,8 @@ Slices ``THICK_SLICE_MM`` or more apart are read, with a warning (``thick_slice_
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,7 +42,7 @@ from isal import igzip
 from sparsekits.data.geometry import Grid
 from sparsekits.errors import InputError
 from sparsekits.fileio import atomic_path
-from sparsekits.layout import NIFTI_SUFFIXES
+from sparsekits.layout import IMAGE_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES, has_suffix
 
 # See the module docstring: every HU body CT has voxels below this value.
 AIR_BELOW_HU = -500.0
@@ -69,19 +73,37 @@ _SLICE_GAP_FACTOR = 1.5
 _SLICES_AGREE = 1e-4
 # LPS (DICOM, ITK) <-> RAS (NIfTI): negate the first two world axes.
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+# The image files read here, as a refusal names them.
+_IMAGE_FILES = ", ".join(IMAGE_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class DicomSource:
+    """The slices a DICOM image was read from, in the order of its last array axis: what a
+    DICOM-SEG of it references (``sparsekits.data.dicom_seg``)."""
+
+    files: tuple[Path, ...]
+    sop_instance_uids: tuple[str, ...]
 
 
 @dataclass
 class Image:
-    """A 3D image with its geometry: ``array`` [X, Y, Z] (int16 or float32) on ``grid``."""
+    """A 3D image with its geometry: ``array`` [X, Y, Z] (int16 or float32) on ``grid``;
+    ``dicom``: its slices, for an image read from a DICOM series (None for other files)."""
 
     array: np.ndarray
     grid: Grid
     path: Path | None = None
+    dicom: DicomSource | None = None
 
 
 def is_nifti(path: Path) -> bool:
-    return path.name.lower().endswith(NIFTI_SUFFIXES)
+    return has_suffix(path, NIFTI_SUFFIXES)
+
+
+def is_image_file(path: Path) -> bool:
+    """A file of an image format read here: NIfTI, NRRD or MetaImage."""
+    return has_suffix(path, IMAGE_SUFFIXES)
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -95,7 +117,7 @@ def is_dicom_file(path: Path) -> bool:
 
 
 def read_image(path: str | Path, require_hu: bool = True) -> Image:
-    """Read a CT image: a .nii/.nii.gz file or a folder holding one DICOM series.
+    """Read a CT image: a NIfTI, NRRD or MetaImage file, or a folder holding one DICOM series.
 
     Raises InputError (naming the file) on unreadable input, a non-3D image, a geometry no CT
     has, NaN or infinite values, a DICOM series of another modality, or, with ``require_hu``,
@@ -104,12 +126,12 @@ def read_image(path: str | Path, require_hu: bool = True) -> Image:
     path = Path(path)
     if path.is_dir():
         image = _read_dicom_series(path)
-    elif is_nifti(path):
-        image = _read_nifti(path)
+    elif is_image_file(path):
+        image = _read_image_file(path)
     elif not path.exists():
         raise InputError(path, "no such file or folder")
     else:
-        raise InputError(path, "not a NIfTI file (.nii, .nii.gz) or a DICOM series folder")
+        raise InputError(path, f"not an image file ({_IMAGE_FILES}) or a DICOM series folder")
     _check_finite(image.array, path)
     if require_hu:
         check_hu_like(image.array, path)
@@ -120,9 +142,9 @@ def read_image(path: str | Path, require_hu: bool = True) -> Image:
 def read_label_map(path: str | Path, like: Image | None = None) -> Image:
     """Read a KiTS23 label map (values 0-3) as uint8; with ``like``, check it shares that grid."""
     path = Path(path)
-    if not is_nifti(path):
-        raise InputError(path, "a label map must be a NIfTI file (.nii, .nii.gz)")
-    image = _read_nifti(path)
+    if not is_image_file(path):
+        raise InputError(path, f"a label map must be an image file ({_IMAGE_FILES})")
+    image = _read_image_file(path)
     check_label_values(image.array, path)
     image.array = image.array.astype(np.uint8, copy=False)
     if like is not None and not image.grid.same_as(like.grid):
@@ -134,10 +156,13 @@ def read_label_map(path: str | Path, like: Image | None = None) -> Image:
 
 
 def write_label_map(path: str | Path, labels: np.ndarray, grid: Grid) -> Path:
-    """Write ``labels`` on ``grid`` as a uint8 NIfTI (sform and qform = the grid's affine)."""
+    """Write ``labels`` on ``grid`` as uint8, in the format of ``path``'s suffix: NIfTI (sform and
+    qform = the grid's affine), NRRD or MetaImage (compressed; LPS origin, spacing, direction)."""
     path = Path(path)
     if labels.shape != grid.shape:
         raise ValueError(f"labels shape {labels.shape} does not match grid {grid.shape}")
+    if has_suffix(path, ITK_SUFFIXES):
+        return _write_itk_label_map(path, labels, grid)
     image = nib.Nifti1Image(np.asarray(labels, dtype=np.uint8), grid.affine)
     image.set_data_dtype(np.uint8)
     image.set_qform(grid.affine, code=1)
@@ -219,6 +244,88 @@ def _check_finite(array: np.ndarray, path: Path) -> None:
     )
     found = ", ".join(f"{count} {kind}" for count, kind in counts if count)
     raise InputError(path, f"NaN or infinite voxel values ({found}); a CT holds numbers only")
+
+
+def _itk_affine(image: Any) -> np.ndarray:
+    """The RAS affine of a SimpleITK image or of a reader that read its header (LPS direction
+    cosines, spacing and origin)."""
+    lps = np.eye(4)
+    lps[:3, :3] = np.asarray(image.GetDirection()).reshape(3, 3) * np.asarray(image.GetSpacing())
+    lps[:3, 3] = image.GetOrigin()
+    return _LPS_TO_RAS @ lps
+
+
+def _read_image_file(path: Path) -> Image:
+    """A NIfTI file through nibabel, an NRRD or MetaImage file through SimpleITK."""
+    return _read_itk_file(path) if has_suffix(path, ITK_SUFFIXES) else _read_nifti(path)
+
+
+def _read_itk_file(path: Path) -> Image:
+    """An NRRD or MetaImage file: like a NIfTI, its header is checked before its voxels are read
+    (a damaged one is refused, not obeyed)."""
+    import SimpleITK as sitk
+
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        with _quiet_native_stderr():
+            reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise InputError(path, f"unreadable image file ({_itk_problem(error)})") from error
+    size = tuple(int(n) for n in reader.GetSize())
+    spatial = _spatial_shape(size, path)
+    if len(size) != 3:  # a 4D image of one volume: ITK's direction is 4D too
+        raise InputError(path, f"expected a 3D image, got {len(size)} dimensions")
+    if reader.GetNumberOfComponents() != 1:
+        raise InputError(path, "several values per voxel (a vector or colour image); a CT has one")
+    grid = Grid(spatial, _itk_affine(reader))
+    check_geometry(grid, path)
+    try:
+        with _quiet_native_stderr():
+            array = sitk.GetArrayFromImage(reader.Execute()).transpose(2, 1, 0)
+    except RuntimeError as error:
+        raise InputError(path, f"unreadable image file ({_itk_problem(error)})") from error
+    if array.dtype.kind not in "iuf":
+        raise InputError(path, f"voxel type {array.dtype} is not a number type an image uses")
+    return Image(array, grid, path)
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence what ITK's C++ readers print to the process's stderr about a damaged file (MetaIO
+    prints its parse errors there): the fault is refused here, in one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _itk_problem(error: RuntimeError) -> str:
+    """ITK's message less the source file and line that SimpleITK puts before it."""
+    return _one_line(RuntimeError(str(error).split("ITK ERROR:", 1)[-1]))
+
+
+def _write_itk_label_map(path: Path, labels: np.ndarray, grid: Grid) -> Path:
+    """``labels`` as a compressed uint8 NRRD or MetaImage: the grid's affine back to ITK's LPS
+    origin, spacing (the axes' lengths) and direction cosines."""
+    import SimpleITK as sitk
+
+    lps = _LPS_TO_RAS @ grid.affine  # the flip is its own inverse
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    volume = sitk.GetImageFromArray(np.asarray(labels, dtype=np.uint8).transpose(2, 1, 0))
+    volume.SetSpacing(spacing.tolist())
+    volume.SetDirection((lps[:3, :3] / spacing).ravel().tolist())
+    volume.SetOrigin(lps[:3, 3].tolist())
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(volume, str(tmp), useCompression=True)
+    return path
 
 
 def _read_nifti(path: Path) -> Image:
@@ -315,7 +422,8 @@ def check_label_values(array: np.ndarray, path: Path) -> None:
 def _read_dicom_series(folder: Path) -> Image:
     import SimpleITK as sitk
 
-    files = _series_files(folder, _dicom_headers(folder))
+    headers = _dicom_headers(folder)
+    files = _series_files(folder, headers)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
@@ -326,12 +434,11 @@ def _read_dicom_series(folder: Path) -> Image:
         raise InputError(folder, "colour DICOM (several samples per pixel); a CT has one")
     # SimpleITK arrays are [z, y, x]; ours are [x, y, z] like the index (i, j, k).
     array = sitk.GetArrayFromImage(volume).transpose(2, 1, 0)
-    lps = np.eye(4)
-    lps[:3, :3] = np.asarray(volume.GetDirection()).reshape(3, 3) * np.asarray(volume.GetSpacing())
-    lps[:3, 3] = volume.GetOrigin()
-    grid = Grid(_spatial_shape(array.shape, folder), _LPS_TO_RAS @ lps)
+    grid = Grid(_spatial_shape(array.shape, folder), _itk_affine(volume))
     check_geometry(grid, folder)
-    return Image(array, grid, folder)
+    # ``files`` are in slice order, and the reader stacks them in that order along z.
+    uids = tuple(str(headers[name].get("SOPInstanceUID", "")) for name in files)
+    return Image(array, grid, folder, DicomSource(tuple(map(Path, files)), uids))
 
 
 def _dicom_headers(folder: Path) -> dict[str, Any]:

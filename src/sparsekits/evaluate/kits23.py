@@ -54,11 +54,19 @@ import numpy as np
 from surface_distance import compute_surface_dice_at_tolerance, compute_surface_distances
 from tqdm import tqdm
 
-from sparsekits.data.io import check_label_values
+from sparsekits.data.io import check_label_values, read_label_map
 from sparsekits.errors import InputError
 from sparsekits.evaluate.lesions import LESION_CLASSES, LESION_OUTCOMES, lesion_matches, nonzero_box
 from sparsekits.fileio import write_text_atomic
-from sparsekits.layout import KITS_LABEL, NIFTI_OUT, ROI_SIDECAR
+from sparsekits.layout import (
+    IMAGE_SUFFIXES,
+    KITS_LABEL,
+    NIFTI_OUT,
+    NIFTI_SUFFIXES,
+    ROI_SIDECAR,
+    has_suffix,
+    image_stem,
+)
 from sparsekits.regions import REGION_LABELS, REGION_NAMES
 
 # kits23/configuration/labels.py (determined by kits21/evaluation/compute_tolerances.py).
@@ -180,33 +188,43 @@ class EvaluationResult:
         return float(np.mean([self.mean[column] for column in SD_COLUMNS]))
 
 
+# The label map files read (every format predict writes: NIfTI, NRRD, MetaImage), as named.
+_LABEL_FILES = ", ".join(IMAGE_SUFFIXES)
+
+
 def _case_name(path: Path) -> str:
-    return path.name[: -len(NIFTI_OUT)]
+    return image_stem(path)
+
+
+def _label_files(folder: Path) -> dict[str, Path]:
+    """NAME -> FOLDER/NAME.<an image suffix>, less hidden files (temporaries of interrupted
+    atomic writes); of one case's several formats (``--output-type nifti,nrrd``), the first in
+    IMAGE_SUFFIXES' order, which are the same labels."""
+    found: dict[str, Path] = {}
+    for suffix in IMAGE_SUFFIXES:
+        for path in sorted(folder.glob(f"*{suffix}")):
+            if path.is_file() and not path.name.startswith("."):
+                found.setdefault(_case_name(path), path)
+    return found
 
 
 def _ground_truth_path(gt_dir: Path, name: str) -> Path | None:
-    """GT_DIR/NAME.nii.gz (flat) or GT_DIR/NAME/segmentation.nii.gz (KiTS23 layout)."""
-    for candidate in (gt_dir / f"{name}{NIFTI_OUT}", gt_dir / name / KITS_LABEL):
-        if candidate.is_file():
-            return candidate
-    return None
+    """GT_DIR/NAME.nii.gz (flat; or another image format) or GT_DIR/NAME/segmentation.nii.gz
+    (KiTS23 layout)."""
+    flat = _label_files(gt_dir).get(name)
+    nested = gt_dir / name / KITS_LABEL
+    return flat or (nested if nested.is_file() else None)
 
 
 def _ground_truth_cases(gt_dir: Path) -> set[str]:
-    flat = {_case_name(p) for p in gt_dir.glob(f"*{NIFTI_OUT}") if not p.name.startswith(".")}
     nested = {p.parent.name for p in gt_dir.glob(f"*/{KITS_LABEL}")}
-    return flat | nested
+    return set(_label_files(gt_dir)) | nested
 
 
 def _prediction_files(pred_dir: Path) -> list[Path]:
-    """PRED_DIR/*.nii.gz, less hidden files (temporaries of interrupted atomic writes) and the
-    ``NAME_roi.nii.gz`` ROI masks that ``predict --save-probabilities`` writes beside NAME.nii.gz.
-    """
-    files = {
-        _case_name(p): p
-        for p in pred_dir.glob(f"*{NIFTI_OUT}")
-        if p.is_file() and not p.name.startswith(".")
-    }
+    """PRED_DIR's label maps (``_label_files``), less the ``NAME_roi.nii.gz`` ROI masks that
+    ``predict --save-probabilities`` writes beside NAME.nii.gz."""
+    files = _label_files(pred_dir)
     sidecars = {
         name for name in files if name.endswith(ROI_SIDECAR) and name[: -len(ROI_SIDECAR)] in files
     }
@@ -236,13 +254,15 @@ def match_cases(
             raise InputError(folder, "is not a folder")
     predictions = _prediction_files(pred_dir)
     if not predictions:
-        raise InputError(pred_dir, f"holds no {NIFTI_OUT} predictions")
+        raise InputError(pred_dir, f"holds no predictions ({_LABEL_FILES})")
     cases = []
     for pred in predictions:
         name = _case_name(pred)
         gt = _ground_truth_path(gt_dir, name)
         if gt is None:
-            raise InputError(pred, f"no ground truth {name}{NIFTI_OUT} or {name}/ in {gt_dir}")
+            raise InputError(
+                pred, f"no ground truth {name} ({_LABEL_FILES}) or {name}/ in {gt_dir}"
+            )
         roi = _roi_path(roi_dir, name) if roi_dir is not None else None
         cases.append(CaseFiles(name, pred, gt, roi))
     unpredicted = sorted(_ground_truth_cases(gt_dir) - {case.name for case in cases})
@@ -258,6 +278,9 @@ def _spacing_mm(image: nib.Nifti1Image) -> tuple[float, ...]:
 
 def _read_label_map(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     """(array in ITK axis order, nibabel affine, spacing in ITK axis order)."""
+    if not has_suffix(path, NIFTI_SUFFIXES):  # NRRD, MetaImage: sparsekits.data.io reads them
+        image = read_label_map(path)
+        return image.array.T, image.grid.affine, tuple(image.grid.spacing)[::-1]
     try:
         image = nib.load(path)
         data = np.asanyarray(image.dataobj)

@@ -2,8 +2,9 @@
 
 read -> the method's predictor (``sparsekits.methods``; the model folder's plan says which
 method, and every setting comes from that plan) -> plausibility checks
-(``sparsekits.predict.plausibility``) -> label NIfTI with the input's exact shape and affine,
-volume report (with the checks' warnings and what ran: model, fingerprint, folds, TTA, device,
+(``sparsekits.predict.plausibility``) -> the label map in each output type asked for (NIfTI
+with the input's exact shape and affine; a DICOM-SEG of a DICOM series on its frames), volume
+report (with the checks' warnings and what ran: model, fingerprint, folds, TTA, device,
 date), optional ROI mask, probabilities and overlays, each written atomically; then each
 warning printed, one line each.
 """
@@ -29,11 +30,14 @@ from sparsekits.fileio import (
     remove_stale_temporaries,
 )
 from sparsekits.layout import (
+    DICOM_SEG,
+    NIFTI,
     NIFTI_OUT,
-    NIFTI_SUFFIXES,
+    OUTPUT_SUFFIXES,
     PROBABILITIES_SIDECAR,
     REPORT_SUFFIX,
     ROI_SIDECAR,
+    output_type_of,
     sidecar,
 )
 from sparsekits.plan import check_same_input
@@ -41,7 +45,10 @@ from sparsekits.predict.result import CasePrediction, Predictor
 from sparsekits.timing import timed
 
 if TYPE_CHECKING:
+    from pydicom import Dataset
+
     from sparsekits.data.datasets import Case
+    from sparsekits.data.io import Image
     from sparsekits.predict.report import Measures
     from sparsekits.training_volumes import Ranges
 
@@ -67,7 +74,7 @@ def load_predictor(
     from sparsekits.methods import get_method
     from sparsekits.models.bundle import read_plan
 
-    check_device(device)
+    device = check_device(device)  # auto: the device it picks, which the reports record
     plan = read_plan(model_dir)
     if method is not None and method != plan.method:
         raise InputError(model_dir, f"holds a {plan.method} model, not {method}")
@@ -84,13 +91,19 @@ def predict(
     save_probabilities: bool = False,
     overlay: bool = False,
     plan=None,
+    output_types: Sequence[str] | None = None,
 ) -> PredictSummary:
-    """Segment a NIfTI file, a DICOM series folder, or a folder of either (batch mode).
+    """Segment a NIfTI, NRRD or MetaImage file, a DICOM series folder, or a folder of them (batch
+    mode).
 
     A single input raises InputError if it cannot be read; in batch mode a bad input is reported
-    in ``summary.failures`` and the others go on. Each output is ``NAME.nii.gz`` with a volumes
+    in ``summary.failures`` and the others go on. Each output is a label map with a volumes
     report ``NAME.json`` beside it (plus ``NAME_roi.nii.gz`` and ``NAME_probabilities.npz`` with
-    ``save_probabilities``, and overlay PNGs with ``overlay``). Every setting comes from the
+    ``save_probabilities``, and overlay PNGs with ``overlay``); ``output_types`` (layout's
+    OUTPUT_SUFFIXES) choose the label maps: ``NAME.nii.gz``, ``NAME.nrrd``, ``NAME.mha``,
+    ``NAME.dcm`` (a DICOM-SEG, for a DICOM series input only, not written when no class is
+    found); by default the format of a single output's file name, else of the input (NIfTI for
+    a DICOM series). Every setting comes from the
     model folder's plan; a ``plan`` given is only checked against it (InputError if its input
     differs). Refused before any work: an output folder that cannot exist (a file stands in its
     path), a device this machine does not have.
@@ -107,7 +120,15 @@ def predict(
     for case in tqdm(cases, desc="predict", unit="scan", disable=len(cases) < 2):
         destination = output_path(case, output, batch)
         try:
-            predict_file(predictor, case.image, destination, save_probabilities, overlay, summary)
+            predict_file(
+                predictor,
+                case.image,
+                destination,
+                save_probabilities,
+                overlay,
+                summary,
+                output_types or (_default_output_type(case, output, batch),),
+            )
         except Exception as error:  # one bad input must not stop a batch
             if not batch:
                 raise
@@ -128,17 +149,20 @@ def predict_file(
     save_probabilities: bool = False,
     overlay: bool = False,
     summary: PredictSummary | None = None,
+    output_types: Sequence[str] = (NIFTI,),
 ) -> CasePrediction:
-    """Predict one input, check it, write its label map, report and optional extras, then print
-    its warnings."""
+    """Predict one input, check it, write its label maps (``output_types``), report and optional
+    extras, then print its warnings. An input that cannot give an output type asked for (a
+    DICOM-SEG of a NIfTI file) is refused before it is predicted."""
     from sparsekits.data.body import find_body
-    from sparsekits.data.io import read_image, thick_slice_warning, write_label_map
+    from sparsekits.data.io import read_image, thick_slice_warning
     from sparsekits.predict.plausibility import case_warnings, tta_warnings
     from sparsekits.predict.report import measure_labels
     from sparsekits.training_volumes import read_ranges
 
     start = time.perf_counter()
     image = read_image(source)
+    sources = _seg_sources(image) if DICOM_SEG in output_types else None
     read_s = time.perf_counter() - start
     case = predictor.predict_image(image, save_probabilities)
     case.timings = {"read": read_s, **case.timings}
@@ -149,13 +173,14 @@ def predict_file(
         found = [
             thick_slice_warning(image.grid),
             *tta_warnings(predictor.plan, predictor.tta),
-            None if case.rois else "no kidney found; wrote an empty label map",
+            None if case.rois else _no_kidney(output_types),
             *case_warnings(measures, body, case, predictor.plan, ranges),
+            None if sources is None or case.labels.any() else _NO_SEG,
         ]
         warnings = [warning for warning in found if warning]
     with all_or_none() as written:  # a case's outputs are all there, or none is
         with timed(case.timings, "write"):
-            written.append(write_label_map(destination, case.labels, case.grid))
+            _write_label_maps(written, destination, case, image, output_types, sources, predictor)
             if save_probabilities:
                 written += write_probabilities(destination, case)
         report = sidecar(destination, REPORT_SUFFIX)
@@ -168,8 +193,67 @@ def predict_file(
     for warning in warnings:
         _warn(source, warning, summary)
     if summary is not None:
-        summary.outputs[str(source)] = destination
+        summary.outputs[str(source)] = _label_map_path(destination, output_types[0])
     return case
+
+
+# Why a case has no DICOM-SEG: a SEG holds at least one segment.
+_NO_SEG = "no kidney, tumour or cyst found: no DICOM-SEG written (a SEG needs a segment)"
+
+
+def _no_kidney(output_types: Sequence[str]) -> str:
+    wrote = "; wrote an empty label map" if set(output_types) - {DICOM_SEG} else ""
+    return f"no kidney found{wrote}"
+
+
+def _seg_sources(image: Image) -> list[Dataset]:
+    from sparsekits.data.dicom_seg import source_datasets
+
+    return source_datasets(image)
+
+
+def _write_label_maps(
+    written: list[Path],
+    destination: Path,
+    case: CasePrediction,
+    image: Image,
+    output_types: Sequence[str],
+    sources: list[Dataset] | None,
+    predictor: Predictor,
+) -> None:
+    """Write the label map in each of ``output_types`` (a DICOM-SEG only when a class was
+    found), each path into ``written`` as soon as it is there (all_or_none removes them)."""
+    from sparsekits.data.io import write_label_map
+
+    for kind in output_types:
+        path = _label_map_path(destination, kind)
+        if kind == DICOM_SEG:
+            from sparsekits.data.dicom_seg import write_dicom_seg
+
+            seg = write_dicom_seg(path, case.labels, image, sources, _algorithm(predictor))
+            written += [seg] if seg else []
+        else:
+            written.append(write_label_map(path, case.labels, case.grid))
+
+
+def _label_map_path(destination: Path, kind: str) -> Path:
+    """Where the ``kind`` label map of a case is written: ``destination`` when it is of that
+    type (``-o seg.nii`` is kept as given), else NAME<the type's suffix> beside it (a detached
+    header, ``.nhdr``, is never written: its data file would escape the atomic rename)."""
+    if kind == NIFTI and output_type_of(destination) == NIFTI:
+        return destination
+    return sidecar(destination, OUTPUT_SUFFIXES[kind])
+
+
+def _algorithm(predictor: Predictor):
+    """What a DICOM-SEG records made it."""
+    import sparsekits
+    from sparsekits.data.dicom_seg import Algorithm
+    from sparsekits.models.bundle import model_fingerprint
+
+    plan = predictor.plan
+    fingerprint = model_fingerprint(predictor.model_dir, plan, predictor.folds)
+    return Algorithm(sparsekits.__version__, plan.method, fingerprint)
 
 
 def _warn(source: Path, problem: str, summary: PredictSummary | None) -> None:
@@ -251,7 +335,21 @@ def discover_inputs(path: Path) -> tuple[list[Case], bool]:
 
 
 def output_path(case: Case, output: Path, batch: bool) -> Path:
-    """``output`` itself for a single input named like a NIfTI file, else ``output/NAME.nii.gz``."""
-    if not batch and output.name.endswith(NIFTI_SUFFIXES):
+    """``output`` itself for a single input named like an output file (``NAME.nii.gz``,
+    ``NAME.nrrd``, ...: each output type's file is ``NAME<its suffix>``), else
+    ``output/NAME.nii.gz``."""
+    if not batch and _names_a_file(output):
         return output
     return output / f"{case.case_id}{NIFTI_OUT}"
+
+
+def _names_a_file(output: Path) -> bool:
+    return output_type_of(output) is not None
+
+
+def _default_output_type(case: Case, output: Path, batch: bool) -> str:
+    """The label map's type when none is asked for: that of a single output's file name, else
+    the input's format (NIfTI for a DICOM series)."""
+    if not batch and _names_a_file(output):
+        return output_type_of(output)
+    return output_type_of(case.image) or NIFTI

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from sparsekits.device import resolve_device
+from sparsekits.errors import InputError
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -30,15 +33,21 @@ class DistContext:
 
 
 def init_distributed(device: str) -> DistContext:
-    """Join torchrun's process group (nccl on CUDA, gloo on CPU); one GPU per local rank."""
+    """Join torchrun's process group (nccl on CUDA, gloo on CPU); one GPU per local rank, or
+    alone the one ``device`` names (``cuda:N``; ``auto``: CUDA when present)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    torch_device = torch.device(device)
+    torch_device = torch.device(resolve_device(device))
     if torch_device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("device cuda was asked for, but CUDA is not available")
+        if world_size > 1 and torch_device.index is not None:
+            raise InputError(
+                f"--device {device}", "under torchrun each rank takes cuda:LOCAL_RANK; use cuda"
+            )
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        torch_device = torch.device("cuda", local_rank)
+        index = local_rank if torch_device.index is None else torch_device.index
+        torch_device = torch.device("cuda", index)
         torch.cuda.set_device(torch_device)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if torch_device.type == "cuda" else "gloo"
