@@ -25,8 +25,17 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 def run_cli(*args: object, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
     """``sparsekits ARGS`` to completion (never raises on a non-zero exit)."""
+    return _run(cli_command(*args), timeout, env)
+
+
+def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``python -c CODE`` in a fresh interpreter on the checkout: what a fresh process imports."""
+    return _run([sys.executable, "-c", code], timeout, {})
+
+
+def _run(command: list[str], timeout: float, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        cli_command(*args),
+        command,
         capture_output=True,
         encoding="utf-8",
         errors="replace",

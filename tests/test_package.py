@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 
 import sparsekits
-from cli_runner import cli_env
+from cli_runner import run_python
 from sparsekits.models import build_model, save_model_folder
 from sparsekits.models.io import CONFIG_FILE, read_config
 
@@ -48,12 +46,5 @@ def test_model_folder_records_the_version(tmp_path):
 )
 def test_importing_plans_and_configs_does_not_import_torch(module):
     code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch was imported'"
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        encoding="utf-8",
-        env=cli_env(),
-        timeout=60,
-        check=False,
-    )
+    result = run_python(code)
     assert result.returncode == 0, result.stderr

@@ -1,25 +1,35 @@
 """Atomic file output: a killed process never leaves a half-written result behind, and a failed
 command leaves no empty folder.
 
-Every output is written to ``.tmp-<pid>-<name>`` beside it, then renamed over it. A process
-killed mid-write leaves only such a temporary; ``remove_stale_temporaries`` deletes those whose
-process is gone (the pid says which; a live process's are kept, so two runs on one machine can
-share a folder).
+Every output is written to ``.tmp-<pid>.<host>-<name>`` beside it, then renamed over it. A
+process killed mid-write leaves only such a temporary; ``remove_stale_temporaries`` deletes
+those of this machine whose process is gone (the pid says which; a live process's are kept, so
+two runs on one machine can share a folder). ``<host>`` is a hash of the machine's name: a pid
+means nothing on another machine, and workers of one batch on several machines
+(``predict --num-parts``) may share a network folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
+import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from sparsekits.errors import InputError
 
-# The temporaries atomic_path names: the pid of the process that writes them, then the name.
-_TEMPORARY = re.compile(r"^\.tmp-(\d+)-")
+# The temporaries atomic_path names: the pid of the process that writes them, its machine (absent
+# in those of older versions, which were this machine's), then the name.
+_TEMPORARY = re.compile(r"^\.tmp-(\d+)(?:\.([0-9a-f]{8}))?-")
+
+
+def _host_tag() -> str:
+    """This machine, as 8 hex digits (a host name may hold characters a file name should not)."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
 @contextlib.contextmanager
@@ -32,7 +42,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     temporary.
     """
     path = Path(path)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    tmp = path.with_name(f".tmp-{os.getpid()}.{_host_tag()}-{path.name}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
@@ -67,12 +77,16 @@ def write_json_atomic(path: str | Path, data) -> None:
 
 
 def remove_stale_temporaries(folder: Path) -> None:
-    """Delete the temporaries that killed processes left in ``folder``."""
+    """Delete the temporaries that killed processes of this machine left in ``folder`` (another
+    machine's are left alone: whether their process lives cannot be told from here)."""
     if not folder.is_dir():
         return
+    host = _host_tag()
     for entry in folder.iterdir():
         match = _TEMPORARY.match(entry.name)
-        if match and entry.is_file() and not _process_exists(int(match.group(1))):
+        if not match or not entry.is_file() or match.group(2) not in (None, host):
+            continue
+        if not _process_exists(int(match.group(1))):
             entry.unlink(missing_ok=True)
 
 

@@ -232,3 +232,20 @@ def test_device_auto_runs_on_the_device_it_picks_and_the_report_says_which(tmp_p
 
     picked = "cuda" if torch.cuda.is_available() else "cpu"
     assert json.loads((tmp_path / "out" / "scan.json").read_text())["device"] == picked
+
+
+def test_a_single_file_closes_with_what_it_wrote_and_the_volumes(tmp_path, model_dir):
+    source = write_nifti(tmp_path / "scan.nii.gz", synthetic_ct(), affine_for("RAS"))
+    out = tmp_path / "out"
+
+    run = run_cli("predict", "-i", source, "-o", out, "--model", model_dir, "--overlay")
+
+    assert run.returncode == 0, run.stderr
+    total = json.loads((out / "scan.json").read_text())["volumes_ml"]["total"]
+    assert total["total"] > 0  # the random networks' blob (test_output_has_the_input_grid)
+    overlays = len(list(out.glob("*.png")))
+    assert run.stderr.splitlines()[-1] == (
+        f"sparsekits predict: {source} -> {out / 'scan.nii.gz'}, {out / 'scan.json'} and "
+        f"{overlays} more files; kidney {total['kidney']:.2f} mL, tumour {total['tumor']:.2f} mL, "
+        f"cyst {total['cyst']:.2f} mL"
+    )

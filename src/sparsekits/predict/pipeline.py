@@ -11,6 +11,7 @@ warning printed, one line each.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -59,6 +60,8 @@ class PredictSummary:
     failures: dict[str, str] = field(default_factory=dict)  # input -> one-line problem
     # input -> one-line warnings, e.g. "no kidney found"
     warnings: dict[str, list[str]] = field(default_factory=dict)
+    # inputs whose outputs were complete (batch mode, not --overwrite): left as they were
+    skipped: list[str] = field(default_factory=list)
 
 
 def load_predictor(
@@ -92,6 +95,8 @@ def predict(
     overlay: bool = False,
     plan=None,
     output_types: Sequence[str] | None = None,
+    part: Part | None = None,
+    overwrite: bool = False,
 ) -> PredictSummary:
     """Segment a NIfTI, NRRD or MetaImage file, a DICOM series folder, or a folder of them (batch
     mode).
@@ -107,9 +112,18 @@ def predict(
     model folder's plan; a ``plan`` given is only checked against it (InputError if its input
     differs). Refused before any work: an output folder that cannot exist (a file stands in its
     path), a device this machine does not have.
+
+    Batch mode: ``part`` (``Part(count, index)``) keeps this worker's share of the sorted cases;
+    a case whose outputs are complete (``is_complete``) is skipped unless ``overwrite``, so a
+    killed batch resumes where it stopped.
     """
     inputs, output = Path(inputs), Path(output)
     cases, batch = discover_inputs(inputs)
+    if batch:
+        cases = (part or Part()).share(cases)
+    if not cases:  # this part's share of a folder of fewer cases than parts
+        print(f"sparsekits predict: {_batch_outcome(part, 0, 0, 0)}", file=sys.stderr)
+        return PredictSummary()
     folder = output_path(cases[0], output, batch).parent
     check_folder_creatable(folder)
     remove_stale_temporaries(folder)
@@ -117,17 +131,16 @@ def predict(
     if plan is not None:
         check_same_input(plan, predictor.plan, Path(model_dir), "this model")
     summary = PredictSummary()
+    run = _what_runs(predictor)
     for case in tqdm(cases, desc="predict", unit="scan", disable=len(cases) < 2):
         destination = output_path(case, output, batch)
+        types = output_types or (_default_output_type(case, output, batch),)
+        if batch and not overwrite and is_complete(destination, types, run):
+            summary.skipped.append(str(case.image))
+            continue
         try:
             predict_file(
-                predictor,
-                case.image,
-                destination,
-                save_probabilities,
-                overlay,
-                summary,
-                output_types or (_default_output_type(case, output, batch),),
+                predictor, case.image, destination, save_probabilities, overlay, summary, types
             )
         except Exception as error:  # one bad input must not stop a batch
             if not batch:
@@ -136,10 +149,63 @@ def predict(
             summary.failures[str(case.image)] = message
             tqdm.write(f"sparsekits: error: {message}", file=sys.stderr)
     if batch:
-        failed, total = len(summary.failures), len(cases)
-        outcome = f"{failed} of {total} inputs failed" if failed else f"{total} inputs written"
+        outcome = _batch_outcome(part, len(cases), len(summary.failures), len(summary.skipped))
         print(f"sparsekits predict: {outcome}", file=sys.stderr)
     return summary
+
+
+@dataclass(frozen=True)
+class Part:
+    """Worker ``index`` of ``count`` (``--num-parts``, ``--part-id``): every count-th of the
+    sorted cases from the index-th on, so the parts are disjoint, cover every case, and each
+    worker finds its share alone (no coordination between machines)."""
+
+    count: int = 1
+    index: int = 0
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise InputError(
+                "--part-id", f"{self.index} with --num-parts {self.count}: need 0 <= K < N"
+            )
+
+    def share(self, cases: Sequence[Case]) -> list[Case]:
+        return list(cases[self.index :: self.count])
+
+
+def _batch_outcome(part: Part | None, total: int, failed: int, skipped: int) -> str:
+    """The closing line of a batch: how many inputs were written, failed and skipped."""
+    written = total - skipped
+    outcome = f"{failed} of {total} inputs failed" if failed else f"{written} inputs written"
+    if skipped:
+        outcome += f", {skipped} skipped (outputs complete; --overwrite redoes them)"
+    if part is not None and part.count > 1:
+        outcome = f"part {part.index} of {part.count}: {outcome}"
+    return outcome
+
+
+def _what_runs(predictor: Predictor) -> dict:
+    """What decides a prediction's labels, as its report records it (``_write_report``): the
+    networks (their fingerprint) and TTA."""
+    return {"fingerprint": _fingerprint(predictor), "tta": predictor.tta}
+
+
+def is_complete(destination: Path, output_types: Sequence[str], run: dict) -> bool:
+    """Whether a case's outputs are all there and made as this run (``_what_runs``) would
+    make them: its report (written last, see ``predict_file``) from the same networks and TTA,
+    and each label map asked for but a DICOM-SEG that its report says was not written (no
+    class found). Each file is written atomically, so one that is there is whole. Another
+    model's outputs (a retrained one in the same folder) are redone, not kept."""
+    try:
+        report = json.loads(sidecar(destination, REPORT_SUFFIX).read_text())
+        made = {"fingerprint": report["model"]["fingerprint"], "tta": report["tta"]}
+        warnings = report["warnings"]
+    except (OSError, ValueError, KeyError, TypeError):  # missing, or not a report of this kind
+        return False
+    return made == run and all(
+        _label_map_path(destination, kind).is_file() or (kind == DICOM_SEG and _NO_SEG in warnings)
+        for kind in output_types
+    )
 
 
 def predict_file(
@@ -183,18 +249,39 @@ def predict_file(
             _write_label_maps(written, destination, case, image, output_types, sources, predictor)
             if save_probabilities:
                 written += write_probabilities(destination, case)
-        report = sidecar(destination, REPORT_SUFFIX)
-        written.append(_write_report(source, report, case, predictor, measures, ranges, warnings))
         if overlay:
             from sparsekits.predict.overlay import write_overlays
 
             prefix = sidecar(destination, "")
             written += write_overlays(image.array, case.labels, case.grid.affine, prefix, body=body)
+        # The report last: a batch rerun takes its presence for a complete case (is_complete).
+        report = sidecar(destination, REPORT_SUFFIX)
+        written.append(_write_report(source, report, case, predictor, measures, ranges, warnings))
     for warning in warnings:
         _warn(source, warning, summary)
+    named = {report, *(_label_map_path(destination, kind) for kind in output_types)}
+    tqdm.write(_closing_line(source, written, named, measures), file=sys.stderr)
     if summary is not None:
         summary.outputs[str(source)] = _label_map_path(destination, output_types[0])
     return case
+
+
+def _closing_line(
+    source: Path, written: Sequence[Path], named: set[Path], measures: Measures
+) -> str:
+    """What a case's prediction wrote (the files of ``named`` it wrote: label maps and report;
+    the others counted) and the kidney (label 1), tumour and cyst volumes its report holds."""
+    from sparsekits.predict.report import VOLUME_DECIMALS
+
+    main = [path for path in written if path in named]
+    extra = len(written) - len(main)
+    files = ", ".join(map(str, main)) + (f" and {extra} more files" if extra else "")
+    total = measures.volumes_ml["total"]
+    volumes = ", ".join(
+        f"{name} {total[key]:.{VOLUME_DECIMALS}f} mL"
+        for name, key in (("kidney", "kidney"), ("tumour", "tumor"), ("cyst", "cyst"))
+    )
+    return f"sparsekits predict: {source} -> {files}; {volumes}"
 
 
 # Why a case has no DICOM-SEG: a SEG holds at least one segment.
@@ -249,11 +336,15 @@ def _algorithm(predictor: Predictor):
     """What a DICOM-SEG records made it."""
     import sparsekits
     from sparsekits.data.dicom_seg import Algorithm
+
+    return Algorithm(sparsekits.__version__, predictor.plan.method, _fingerprint(predictor))
+
+
+def _fingerprint(predictor: Predictor) -> str:
+    """The networks a predictor runs, as reports and DICOM-SEGs name them."""
     from sparsekits.models.bundle import model_fingerprint
 
-    plan = predictor.plan
-    fingerprint = model_fingerprint(predictor.model_dir, plan, predictor.folds)
-    return Algorithm(sparsekits.__version__, plan.method, fingerprint)
+    return model_fingerprint(predictor.model_dir, predictor.plan, predictor.folds)
 
 
 def _warn(source: Path, problem: str, summary: PredictSummary | None) -> None:
@@ -290,7 +381,6 @@ def _write_report(
     ranges: Ranges | None,
     warnings: list[str],
 ) -> Path:
-    from sparsekits.models.bundle import model_fingerprint
     from sparsekits.predict.report import volume_report, write_report
 
     rois = [
@@ -313,7 +403,7 @@ def _write_report(
         "plan": plan.to_dict(),
         "model": {
             "path": model_dir.resolve(),
-            "fingerprint": model_fingerprint(model_dir, plan, predictor.folds),
+            "fingerprint": _fingerprint(predictor),
             "folds": predictor.folds,
             "training_volumes_ml": ranges,
         },
