@@ -19,6 +19,7 @@ from sparsekits.errors import InputError, one_line
 from sparsekits.fileio import check_folder_creatable, outermost_missing, remove_empty_folders
 from sparsekits.layout import OUTPUT_SUFFIXES
 from sparsekits.methods import DEFAULT_METHOD, method_names
+from sparsekits.models.package import HOME_VARIABLE
 
 # Imports that take seconds (torch, SimpleITK, nibabel, scipy, matplotlib) wait until a command
 # runs, inside its function: ``--help`` and ``--version`` stay instant.
@@ -161,6 +162,36 @@ def _model_assemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_export(args: argparse.Namespace) -> int:
+    from sparsekits.models.package import export_model
+
+    manifest = export_model(args.model, args.output)
+    files = len(manifest["files"])
+    print(f"sparsekits model export: {args.model} ({manifest['method']}, {files} files) -> "
+          f"{args.output}", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _model_install(args: argparse.Namespace) -> int:
+    from sparsekits.models.package import install_model
+
+    folder = install_model(args.package, name=args.name, force=args.force)
+    print(f"sparsekits model install: {args.package} -> {folder} (--model {folder.name})",
+          file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _model_list(args: argparse.Namespace) -> int:
+    from sparsekits.models.package import installed_models, listing, models_root
+
+    models = installed_models()
+    if not models:
+        print(f"no models installed in {models_root()}")
+        return 0
+    print("\n".join(listing(models)))
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from sparsekits.evaluate.kits23 import evaluate_folders
 
@@ -214,6 +245,7 @@ def _benchmark(args: argparse.Namespace) -> int:
 # The options that name what a command writes.
 _OUTPUT_OPTIONS = ("output", "json")
 _DEVICE_HELP = f"{DEVICE_CHOICES}; refused when this machine has no such device"
+_MODEL_HELP = "model folder, or the name of an installed model (sparsekits model list)"
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -441,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output(
         p, "output folder, or for one scan a file name such as seg.nii.gz (NAME.json beside it)"
     )
-    p.add_argument("--model", type=Path, required=True, help="model folder")
+    p.add_argument("--model", type=Path, required=True, help=_MODEL_HELP)
     p.add_argument("--device", default="cpu", help=_DEVICE_HELP)
     p.add_argument("--folds", default="all", help="'all' or a comma list such as 0,1")
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
@@ -486,12 +518,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_predict)
 
-    p = sub.add_parser("model", help="model folders: assemble one from training runs")
+    p = sub.add_parser(
+        "model", help="model folders: assemble one from training runs, export, install, list"
+    )
     model = p.add_subparsers(dest="model_command", required=True)
     q = model.add_parser("assemble", help="MODEL folder from training runs (both stages, folds)")
     q.add_argument("runs", type=Path, nargs="+", help="training run folders (RUN/model inside)")
     _add_output(q, "model folder to write")
     q.set_defaults(func=_model_assemble)
+    q = model.add_parser("export", help="a model folder as one zip file, to install elsewhere")
+    q.add_argument("model", type=Path, help="model folder")
+    _add_output(q, "package (zip file) to write, such as kits.zip")
+    q.set_defaults(func=_model_export)
+    q = model.add_parser(
+        "install", help=f"check a package and unpack it into ${HOME_VARIABLE}/models/NAME"
+    )
+    q.add_argument("package", type=Path, help="package (zip file) that model export wrote")
+    q.add_argument("--name", default=None, help="name to install as (default: the file's stem)")
+    q.add_argument("--force", action="store_true", help="replace a model of that name")
+    q.set_defaults(func=_model_install)
+    q = model.add_parser("list", help="installed models: name, method, sparsekits version, size")
+    q.set_defaults(func=_model_list)
 
     p = sub.add_parser("evaluate", help="KiTS23 Dice and Surface Dice of predictions")
     p.add_argument("pred_dir", type=Path, help="folder of predicted label maps")
@@ -531,9 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         action="append",
         default=[],
-        metavar="METHOD=FOLDER",
-        help="a trained model folder for METHOD (not trained here); repeatable (default: train "
-        "every method)",
+        metavar="METHOD=MODEL",
+        help="a trained model for METHOD (not trained here): a folder or an installed model's "
+        "name; repeatable (default: train every method)",
     )
     p.add_argument("--seed", type=int, default=0, help="phantoms and training draws")
     p.add_argument("--device", default="cpu", help=_DEVICE_HELP)

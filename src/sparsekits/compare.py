@@ -70,6 +70,7 @@ def budget_plan(plan: Plan, factor: float) -> Plan:
 def parse_models(pairs: list[str]) -> dict[str, Path]:
     """``METHOD=FOLDER`` pairs (``--model``) as {method: folder}; InputError for a bad one."""
     from sparsekits.methods import method_names
+    from sparsekits.models.package import resolve_model
 
     models = {}
     for pair in pairs:
@@ -80,7 +81,7 @@ def parse_models(pairs: list[str]) -> dict[str, Path]:
             raise InputError(
                 pair, f"unknown method {method!r} (known: {', '.join(method_names())})"
             )
-        models[method] = Path(folder)
+        models[method] = resolve_model(folder)
     return models
 
 

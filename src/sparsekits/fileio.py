@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -42,7 +43,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     temporary.
     """
     path = Path(path)
-    tmp = path.with_name(f".tmp-{os.getpid()}.{_host_tag()}-{path.name}")
+    tmp = _temporary(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
@@ -52,6 +53,47 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; on success it becomes ``path`` (a folder
+    already there is replaced), on failure it is removed: ``path`` is the old folder or the whole
+    new one, never a half-filled one (an installed model).
+
+    A folder cannot be renamed over a non-empty one, so the old folder is first renamed aside:
+    for that instant ``path`` is absent, never partial. A failed write raises an OSError that
+    names ``path``.
+    """
+    path = Path(path)
+    tmp, old = _temporary(path), _temporary(path, "old-")
+    try:
+        tmp.mkdir(parents=True)
+        yield tmp
+        if path.exists():
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if old.exists():  # put the old folder back
+                os.replace(old, path)
+            raise
+    except OSError as error:
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
+    finally:
+        for leftover in (tmp, old):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _temporary(path: Path, tag: str = "") -> Path:
+    """The temporary that stands for ``path`` while it is written (``remove_stale_temporaries``
+    reads the pid and machine back from its name)."""
+    return path.with_name(f".tmp-{os.getpid()}.{_host_tag()}-{tag}{path.name}")
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` is one of the temporaries above (a listing of outputs skips them)."""
+    return _TEMPORARY.match(path.name) is not None
 
 
 @contextlib.contextmanager
@@ -77,16 +119,21 @@ def write_json_atomic(path: str | Path, data) -> None:
 
 
 def remove_stale_temporaries(folder: Path) -> None:
-    """Delete the temporaries that killed processes of this machine left in ``folder`` (another
-    machine's are left alone: whether their process lives cannot be told from here)."""
+    """Delete the temporaries (files, and ``atomic_folder``'s folders) that killed processes of
+    this machine left in ``folder`` (another machine's are left alone: whether their process
+    lives cannot be told from here)."""
     if not folder.is_dir():
         return
     host = _host_tag()
     for entry in folder.iterdir():
         match = _TEMPORARY.match(entry.name)
-        if not match or not entry.is_file() or match.group(2) not in (None, host):
+        if not match or entry.is_symlink() or match.group(2) not in (None, host):
             continue
-        if not _process_exists(int(match.group(1))):
+        if _process_exists(int(match.group(1))):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.is_file():
             entry.unlink(missing_ok=True)
 
 

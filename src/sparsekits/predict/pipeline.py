@@ -72,12 +72,15 @@ def load_predictor(
     method: str | None = None,
 ) -> Predictor:
     """The predictor of the method a model folder holds (its plan.json says which), loaded once
-    for every input of a run; ``method``, when given, must be that method."""
+    for every input of a run; ``method``, when given, must be that method. ``model_dir`` may
+    name an installed model (``models.package.resolve_model``)."""
     from sparsekits.device import check_device
     from sparsekits.methods import get_method
     from sparsekits.models.bundle import read_plan
+    from sparsekits.models.package import resolve_model
 
     device = check_device(device)  # auto: the device it picks, which the reports record
+    model_dir = resolve_model(model_dir)
     plan = read_plan(model_dir)
     if method is not None and method != plan.method:
         raise InputError(model_dir, f"holds a {plan.method} model, not {method}")
@@ -129,7 +132,7 @@ def predict(
     remove_stale_temporaries(folder)
     predictor = load_predictor(model_dir, device=device, folds=folds, tta=tta)
     if plan is not None:
-        check_same_input(plan, predictor.plan, Path(model_dir), "this model")
+        check_same_input(plan, predictor.plan, predictor.model_dir, "this model")
     summary = PredictSummary()
     run = _what_runs(predictor)
     for case in tqdm(cases, desc="predict", unit="scan", disable=len(cases) < 2):
