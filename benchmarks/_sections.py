@@ -60,6 +60,8 @@ def command_line(script: str, args: argparse.Namespace, omit: Iterable[str] = ()
 
 
 def _shown(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(_shown(item) for item in value)
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, Path) and value.resolve().is_relative_to(ROOT.parent):
