@@ -2,7 +2,7 @@
 (preprocess -> train every stage -> assemble -> predict -> evaluate) and a report.
 
 ``sparsekits demo --out DIR [--method NAME]`` needs no data; with sscn-twostage it aims at 5
-minutes on a quiet 2-core CPU and takes 7-8 today (BENCHMARKS.md, "The end-to-end demo"). Each
+minutes on a quiet 2-core CPU and takes about 7 today (BENCHMARKS.md, "The end-to-end demo"). Each
 method has a ``demo`` and a ``demo-quick`` preset (its networks and recipes for the demo):
 
 ```
@@ -72,7 +72,7 @@ class DemoConfig:
     loader_workers: int = 1  # DataLoader processes that augment while the network trains
 
 
-# The full demo, aimed at 5 minutes on a quiet 2-core CPU with sscn-twostage (7-8 today).
+# The full demo, aimed at 5 minutes on a quiet 2-core CPU with sscn-twostage (about 7 today).
 # Phantoms cost seconds and training steps do not grow with them, so the networks see many
 # anatomies: with 48 training phantoms instead of 12 (same steps), held-out (24 phantoms) ROI
 # recall of the masses rose from 0.57 to 0.81, of the kidneys from 0.91 to 0.96, and Dice from
