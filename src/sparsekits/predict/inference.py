@@ -86,7 +86,7 @@ def load_stage_networks(
 
 class PlanNetworks:
     """Every stage's networks of a model folder (``nets`` by role), loaded once for a run, and
-    what each report records of them: a predictor's base (dense-coarse2fine, sscn-pointcloud)."""
+    what each report records of them: every predictor's base."""
 
     def __init__(
         self,

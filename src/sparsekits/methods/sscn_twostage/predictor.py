@@ -24,8 +24,8 @@ from sparsekits.methods.sscn_twostage.chain import Chain, Foreground, roi_view, 
 from sparsekits.plan import Plan, RoiRule
 from sparsekits.predict.inference import (
     MAX_BATCH_VOXELS,
+    PlanNetworks,
     batch_groups,
-    load_stage_networks,
     predict_probabilities,
 )
 from sparsekits.predict.postprocess import drop_small_components
@@ -41,7 +41,7 @@ NIFTI_ORDER = "F"
 REGION_BITS = (1 << np.arange(NUM_REGIONS)).astype(np.uint8)
 
 
-class TwoStagePredictor:
+class TwoStagePredictor(PlanNetworks):
     """Both stages' networks and their plan, loaded once and used for every input of a run."""
 
     def __init__(
@@ -52,11 +52,8 @@ class TwoStagePredictor:
         folds: str | Sequence[int] = "all",
         tta: bool = False,
     ):
-        self.plan, self.model_dir, self.tta = plan, Path(model_dir), tta
-        self.roi_nets = load_stage_networks(model_dir, "roi", folds, device, plan)
-        self.fine_nets = load_stage_networks(model_dir, "fine", folds, device, plan)
-        self.folds = {"roi": self.roi_nets.folds, "fine": self.fine_nets.folds}
-        self.device = str(self.fine_nets.device)
+        super().__init__(model_dir, plan, device, folds, tta)
+        self.roi_nets, self.fine_nets = self.nets["roi"], self.nets["fine"]
         # Benchmarks with random weights set this: ``hook(roi view) -> bool mask`` replaces the
         # roi networks' foreground (the networks still run, so timings stay honest).
         self.foreground_hook: Foreground | None = None
