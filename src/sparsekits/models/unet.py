@@ -86,6 +86,15 @@ class Ops:
         """``conv`` (from ``up_conv``) applied to ``x``, onto ``target``'s voxels."""
         raise NotImplementedError
 
+    @classmethod
+    def block_tail(cls, block: Block, x: Any, y: Any) -> Any:
+        """A block after its depthwise conv ``y``: LN, Linear, GELU, GRN, Linear, + ``x``.
+        A twin may replace it with a faster path that computes the same function."""
+        y = block.norm(cls.channels_last(y))
+        y = cls.map_features(y, lambda f: block.act(block.pwconv1(f)))
+        y = cls.map_features(block.grn(y), block.pwconv2)
+        return cls.add(x, cls.channels_first(y))
+
 
 def add_into(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``x + y``, in ``y``'s storage unless the sum needs a wider dtype (autocast mixes them)."""
@@ -108,11 +117,7 @@ class Block(nn.Module):
         self.pwconv2 = nn.Linear(MLP_RATIO * dim, dim)
 
     def forward(self, x: Any) -> Any:
-        ops = self.ops
-        y = self.norm(ops.channels_last(self.dwconv(x)))
-        y = ops.map_features(y, lambda f: self.act(self.pwconv1(f)))
-        y = ops.map_features(self.grn(y), self.pwconv2)
-        return ops.add(x, ops.channels_first(y))
+        return self.ops.block_tail(self, x, self.dwconv(x))
 
 
 class NormConv(nn.Module):
